@@ -1,0 +1,145 @@
+"""JWT minting and verification with python-jose and an explicit algorithm allow-list.
+
+Verification keys come from settings: a PEM public key, a JWKS file, or (for local use only) the
+key pair generated on first run under the data directory. The token's header algorithm is checked
+against the allow-list before any signature work, so `alg: none` and HS256-signed-with-the-RSA-public-key
+tokens are refused whatever the library would do.
+"""
+
+import json
+import os
+import uuid
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwt
+from jose.exceptions import JOSEError
+from pydantic import ValidationError
+
+from app.core.config import settings
+from app.core.errors import Unauthorized
+from app.db.base import utc_now
+from app.models.enums import Role
+from app.models.user import User
+
+MAX_TOKEN_BYTES = 8192
+_ASYMMETRIC = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"}
+
+
+def _private_key_path() -> Path:
+    return settings.jwt_private_key_file or settings.data_dir / "jwt-private.pem"
+
+
+def _public_key_path() -> Path:
+    return settings.jwt_public_key_file or settings.data_dir / "jwt-public.pem"
+
+
+def ensure_local_key_pair() -> None:
+    """Create the local RS256 key pair once (atomic, so concurrent first runs agree on one pair)."""
+    private_path, public_path = _private_key_path(), _public_key_path()
+    if private_path.exists() and public_path.exists():
+        return
+    if settings.jwt_public_key_file or settings.jwt_jwks_file:
+        return
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_pem)
+    tmp = public_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(public_pem)
+    tmp.replace(public_path)
+
+
+@lru_cache(maxsize=1)
+def _verification_key() -> Any:
+    if settings.jwt_jwks_file:
+        return json.loads(settings.jwt_jwks_file.read_text())
+    if "HS256" in settings.jwt_algorithms and settings.jwt_hs256_secret:
+        return settings.jwt_hs256_secret.get_secret_value()
+    ensure_local_key_pair()
+    return _public_key_path().read_text()
+
+
+def reset_key_cache() -> None:
+    _verification_key.cache_clear()
+
+
+def create_access_token(
+    *,
+    subject: str,
+    org: str,
+    role: Role,
+    ttl: timedelta | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Mint a signed token (local development and tests; production tokens come from the IdP)."""
+    now = utc_now()
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "org": org,
+        "role": str(role),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + (ttl or settings.token_ttl)).timestamp()),
+        "jti": str(uuid.uuid4()),
+    }
+    claims.update(extra or {})
+    algorithm = settings.jwt_algorithms[0]
+    if algorithm in _ASYMMETRIC:
+        ensure_local_key_pair()
+        return jwt.encode(claims, _private_key_path().read_text(), algorithm=algorithm)
+    if settings.jwt_hs256_secret is None:
+        raise RuntimeError("HS256 configured without PHARMREF_JWT_HS256_SECRET")
+    return jwt.encode(claims, settings.jwt_hs256_secret.get_secret_value(), algorithm=algorithm)
+
+
+def decode_token(token: str) -> User:
+    """Verify a bearer token and return the caller; any failure is 401."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthorized("Bearer token too large.")
+    try:
+        header = jwt.get_unverified_header(token)
+    except JOSEError as exc:
+        raise Unauthorized("Bearer token is malformed.") from exc
+    if header.get("alg") not in settings.jwt_algorithms:
+        raise Unauthorized("Bearer token algorithm is not accepted.")
+    try:
+        claims = jwt.decode(
+            token,
+            _verification_key(),
+            algorithms=settings.jwt_algorithms,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={
+                "require_exp": True,
+                "require_iss": True,
+                "require_aud": True,
+                "leeway": settings.jwt_leeway_seconds,
+            },
+        )
+    except JOSEError as exc:
+        raise Unauthorized("Bearer token is invalid or expired.") from exc
+    try:
+        return User(
+            subject=str(claims.get("sub") or "unknown"), org=claims["org"], role=claims["role"]
+        )
+    except (KeyError, ValidationError) as exc:
+        raise Unauthorized("Bearer token lacks a valid org or role claim.") from exc

@@ -1,0 +1,132 @@
+"""The `pharmref` command: serve, migrate, seed-demo, import-directory, token, export-openapi."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.core.config import settings
+from app.models.enums import Role
+
+OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.auth.tokens import ensure_local_key_pair
+
+    ensure_local_key_pair()  # before workers fork, so they all verify with one key
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _migrate(_args: argparse.Namespace) -> None:
+    from app.db import migrations
+
+    migrations.upgrade(settings.database_url)
+    print("database at the latest migration")
+
+
+def _import_directory(args: argparse.Namespace) -> None:
+    from sqlmodel import Session
+
+    from app.db.session import engine
+    from app.services.directory_import import DirectoryImportError, import_directory
+
+    with Session(engine) as session:
+        try:
+            summary = import_directory(session=session, directory=Path(args.directory))
+        except DirectoryImportError as exc:
+            for error in exc.errors:
+                print(error, file=sys.stderr)
+            raise SystemExit(1) from exc
+    print(summary)
+
+
+def _seed_demo(_args: argparse.Namespace) -> None:
+    from sqlmodel import Session
+
+    from app.db.session import engine
+    from app.services.demo_directory import demo_directory_path
+    from app.services.directory_import import import_directory
+
+    with Session(engine) as session:
+        summary = import_directory(session=session, directory=demo_directory_path())
+    print(summary)
+
+
+def _token(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from app.auth.tokens import create_access_token
+
+    print(
+        create_access_token(
+            subject=args.subject or f"{args.role}:{args.org}",
+            org=args.org.upper(),
+            role=Role(args.role),
+            ttl=timedelta(minutes=args.minutes),
+        )
+    )
+
+
+def _export_openapi(args: argparse.Namespace) -> None:
+    from app.main import app
+
+    target = Path(args.output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n")
+    print(f"wrote {target}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pharmref", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_migrate)
+    commands.add_parser("seed-demo", help="load the demo ICB directory").set_defaults(
+        func=_seed_demo
+    )
+
+    importer = commands.add_parser(
+        "import-directory", help="import directory CSV files from a folder"
+    )
+    importer.add_argument("directory")
+    importer.set_defaults(func=_import_directory)
+
+    token = commands.add_parser(
+        "token", help="mint a signed JWT for local use (prints only the token)"
+    )
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--org", required=True, help="ODS code of the caller's organisation")
+    token.add_argument("--subject", default=None)
+    token.add_argument("--minutes", type=int, default=480)
+    token.set_defaults(func=_token)
+
+    export = commands.add_parser("export-openapi", help="write openapi/openapi.json from the app")
+    export.add_argument("--output", default=str(OPENAPI_PATH))
+    export.set_defaults(func=_export_openapi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Settings, read once from PHARMREF_* environment variables (or a .env file)."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.models.enums import Service
+
+
+def _default_due_hours() -> dict[Service, int]:
+    return {
+        Service.PHARMACY_FIRST: 24,
+        Service.BLOOD_PRESSURE: 7 * 24,
+        Service.CONTRACEPTION: 7 * 24,
+        Service.DMS: 72,
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHARMREF_", env_file=".env", extra="ignore")
+
+    environment: str = "development"
+    database_url: str = Field(
+        default="sqlite:///./pharmref.db",
+        validation_alias=AliasChoices("PHARMREF_DATABASE_URL", "DATABASE_URL"),
+    )
+    data_dir: Path = Path("./var")
+
+    jwt_issuer: str = "pharmref-local"
+    jwt_audience: str = "pharmref"
+    jwt_algorithms: list[str] = ["RS256"]
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_hs256_secret: SecretStr | None = None
+    jwt_leeway_seconds: int = 30
+    token_ttl: timedelta = timedelta(hours=8)
+
+    max_body_bytes: int = 1_000_000
+    supported_bars_versions: list[str] = ["1.0.0-beta", "1.0.0", "1.1.0", "1.1.1", "1.1.2"]
+    due_hours: dict[Service, int] = Field(default_factory=_default_due_hours)
+    page_size_default: int = 50
+    page_size_max: int = 200
+    public_base_url: str = "http://localhost:8000"
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, value: str) -> str:
+        """Accept the usual postgres:// and postgresql:// forms and drive them with psycopg 3."""
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+settings = Settings()

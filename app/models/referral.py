@@ -1,0 +1,256 @@
+"""Referrals: the stored row, the JSON intake schema, and the public views."""
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import Field as PydanticField
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.db.base import UTCDateTime, enum_column, utc_now
+from app.models.enums import (
+    ContraceptiveType,
+    Intake,
+    Pathway,
+    ReferralSource,
+    ReferralStatus,
+    Service,
+    Sex,
+)
+from app.models.types import DmdCode, NhsNumber, OdsCode
+
+Priority = Literal["routine", "urgent"]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Phone = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=6, max_length=20, pattern=r"^\+?[0-9 ()-]+$"
+    ),
+]
+
+
+class Referral(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_referral_pharmacy_ods_status_due_at", "pharmacy_ods", "status", "due_at"),
+        Index("ix_referral_referrer_ods_created_at", "referrer_ods", "created_at"),
+        Index("ix_referral_updated_at", "updated_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    reference: str = Field(max_length=20, unique=True)
+    service: Service = Field(sa_column=enum_column(Service))
+    pathway: Pathway | None = Field(default=None, sa_column=enum_column(Pathway, nullable=True))
+    status: ReferralStatus = Field(sa_column=enum_column(ReferralStatus))
+    status_reason: str | None = Field(default=None, max_length=500)
+    source: ReferralSource = Field(sa_column=enum_column(ReferralSource))
+    intake: Intake = Field(sa_column=enum_column(Intake))
+    priority: str = Field(default="routine", max_length=10)
+
+    referrer_ods: str = Field(foreign_key="organisation.ods_code", max_length=10)
+    pharmacy_ods: str = Field(foreign_key="organisation.ods_code", max_length=10)
+    patient_practice_ods: str | None = Field(default=None, max_length=10, index=True)
+    clinician_name: str | None = Field(default=None, max_length=200)
+    clinician_id: str | None = Field(default=None, max_length=40)
+
+    patient_nhs_number: str | None = Field(default=None, max_length=10, index=True)
+    patient_family_name: str = Field(max_length=100)
+    patient_given_name: str = Field(max_length=100)
+    patient_birth_date: date
+    patient_sex: Sex = Field(sa_column=enum_column(Sex))
+    patient_phone: str | None = Field(default=None, max_length=20)
+
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    notes: str | None = Field(default=None, sa_column=Column(Text))
+    bp_systolic: int | None = None
+    bp_diastolic: int | None = None
+    bp_measured_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    bmi: float | None = None
+    abpm_requested: bool = False
+    contraceptive_type: ContraceptiveType | None = Field(
+        default=None, sa_column=enum_column(ContraceptiveType, nullable=True)
+    )
+    contraceptive_dmd_code: str | None = Field(default=None, max_length=20)
+    contraceptive_name: str | None = Field(default=None, max_length=200)
+    discharged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    discharge_medicines: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+
+    bars_bundle_id: str | None = Field(default=None, max_length=64)
+    correlation_id: str | None = Field(default=None, max_length=64)
+    authored_at: datetime = Field(sa_type=UTCDateTime)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    version: int = 1
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every accepted intake request: the raw validated body, and the key that makes it idempotent."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("sender_ods", "key_kind", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender_ods: str = Field(max_length=10)
+    key_kind: str = Field(max_length=20)  # x-request-id | idempotency-key
+    key: str = Field(max_length=200)
+    body_sha256: str = Field(max_length=64)
+    referral_id: uuid.UUID = Field(foreign_key="referral.id", index=True)
+    action: str = Field(max_length=20)  # create | cancel
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+# ---- JSON intake schema -------------------------------------------------------------------
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nhs_number: NhsNumber | None = PydanticField(
+        default=None,
+        description="Omit when the patient has no NHS number (allowed, as BaRS requires).",
+    )
+    family_name: ShortText
+    given_name: ShortText
+    birth_date: date
+    sex: Sex
+    phone: Phone = PydanticField(description="Primary call-back number")
+    registered_practice_ods: OdsCode | None = PydanticField(
+        default=None,
+        description="The patient's registered GP practice; defaults to the referrer for GP referrals.",
+    )
+
+
+class ReferrerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    organisation_ods: OdsCode | None = PydanticField(
+        default=None, description="Must be the caller's own organisation when given."
+    )
+    clinician_name: ShortText
+    clinician_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = (
+        PydanticField(default=None, description="SDS user or role profile id, GMC or NMC number")
+    )
+
+
+class BloodPressureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    systolic: int = PydanticField(ge=40, le=300)
+    diastolic: int = PydanticField(ge=20, le=200)
+    measured_at: datetime | None = None
+
+
+class ContraceptiveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ContraceptiveType
+    dmd_code: DmdCode | None = None
+    name: ShortText | None = None
+
+
+class DischargeMedicineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ShortText
+    dmd_code: DmdCode | None = None
+    dose: ShortText | None = None
+    change: Literal["new", "changed", "stopped", "unchanged"] = "unchanged"
+
+
+class ReferralCreate(BaseModel):
+    """A referral from a system without FHIR; stored exactly as a BaRS referral would be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: Service
+    pathway: Pathway | None = PydanticField(
+        default=None,
+        description="Pharmacy First only: a clinical pathway or minor-illness (the default).",
+    )
+    pharmacy_ods: OdsCode
+    source: ReferralSource | None = PydanticField(
+        default=None, description="Defaults from the caller's role; a trust may say urgent-care."
+    )
+    priority: Priority = "routine"
+    patient: PatientIn
+    referrer: ReferrerIn
+    reason: LongText
+    notes: LongText | None = None
+    due_by: datetime | None = None
+    blood_pressure: BloodPressureIn | None = PydanticField(
+        default=None, description="Required for blood-pressure referrals: the latest reading."
+    )
+    bmi: float | None = PydanticField(default=None, gt=10, lt=100)
+    abpm_requested: bool = False
+    current_contraceptive: ContraceptiveIn | None = None
+    discharged_at: datetime | None = None
+    discharge_medicines: list[DischargeMedicineIn] | None = PydanticField(
+        default=None, max_length=100, description="Required for DMS referrals."
+    )
+
+
+# ---- public views ---------------------------------------------------------------------------
+
+
+class PatientPublic(BaseModel):
+    nhs_number: str | None
+    family_name: str
+    given_name: str
+    birth_date: date
+    sex: Sex
+    phone: str | None
+    registered_practice_ods: str | None
+
+
+class ContraceptivePublic(BaseModel):
+    type: ContraceptiveType | None
+    dmd_code: str | None
+    name: str | None
+
+
+class ReferralPublic(BaseModel):
+    id: uuid.UUID
+    reference: str
+    service: Service
+    pathway: Pathway | None
+    status: ReferralStatus
+    status_reason: str | None
+    source: ReferralSource
+    intake: Intake
+    priority: str
+    referrer_ods: str
+    pharmacy_ods: str
+    clinician_name: str | None
+    clinician_id: str | None
+    patient: PatientPublic
+    reason: str
+    notes: str | None
+    blood_pressure: BloodPressureIn | None
+    bmi: float | None
+    abpm_requested: bool
+    current_contraceptive: ContraceptivePublic | None
+    discharged_at: datetime | None
+    discharge_medicines: list[DischargeMedicineIn] | None
+    authored_at: datetime
+    due_at: datetime
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReferralsPublic(BaseModel):
+    data: list[ReferralPublic]
+    next_cursor: str | None = None
+
+
+class IntakeWarning(BaseModel):
+    expression: str | None
+    diagnostics: str
+
+
+class ReferralCreated(ReferralPublic):
+    warnings: list[IntakeWarning] = []

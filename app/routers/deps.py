@@ -1,0 +1,31 @@
+"""Shared router dependencies: loaders that 404 for what the caller may not see."""
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from app.auth.deps import PatientDataReader
+from app.db.session import SessionDep
+from app.models.referral import Referral
+from app.services import referrals as referral_service
+
+
+def get_visible_referral(
+    session: SessionDep,
+    user: PatientDataReader,
+    referral_id: Annotated[str, Path(description="The referral id (UUID) returned at intake.")],
+) -> Referral:
+    return referral_service.get_visible_referral(
+        session=session, referral_id=referral_id, caller=user
+    )
+
+
+VisibleReferral = Annotated[Referral, Depends(get_visible_referral)]
+
+
+async def read_raw_body(request: Request) -> bytes:
+    """The request body as sent: FHIR intake parses it once and stores it verbatim."""
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(read_raw_body)]

@@ -1,0 +1,128 @@
+"""Render every error as a JSON error body, or on /fhir routes as an OperationOutcome."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.core.errors import (
+    AppError,
+    BadRequest,
+    Issue,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from app.fhir.outcome import operation_outcome
+from app.fhir.responses import FHIRResponse
+
+logger = logging.getLogger("pharmref.errors")
+
+
+class MethodNotAllowed(AppError):
+    status_code = 405
+    issue_code = "not-supported"
+    rec_code = "REC_METHOD_NOT_ALLOWED"
+
+
+class NotAcceptable(AppError):
+    status_code = 406
+    issue_code = "not-supported"
+    rec_code = "REC_NOT_ACCEPTABLE"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    issue_code = "not-supported"
+    rec_code = "REC_BAD_REQUEST"
+
+
+def render_error(error: AppError, *, fhir: bool) -> Response:
+    if fhir:
+        return FHIRResponse(
+            operation_outcome(error.issues, error.rec_code),
+            status_code=error.fhir_status_code,
+            headers=error.headers,
+        )
+    body: dict[str, object] = {"error": type(error).__name__, "detail": error.detail}
+    fields = [
+        {"field": issue.expression, "code": issue.code, "message": issue.diagnostics}
+        for issue in error.issues
+        if issue.expression
+    ]
+    if fields:
+        body["fields"] = fields
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def _is_fhir(request: Request) -> bool:
+    return request.url.path.startswith("/fhir")
+
+
+def _loc(loc: tuple[object, ...]) -> str:
+    """body.patient.nhs_number -> patient.nhs_number; query parameters keep their prefix."""
+    parts = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
+    return ".".join(str(p) for p in parts) or "body"
+
+
+async def app_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return render_error(exc, fhir=_is_fhir(request))
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    fhir = _is_fhir(request)
+    issues = []
+    for error in exc.errors()[:100]:
+        message = str(error.get("msg", "invalid"))
+        # pydantic echoes the bad value in a few messages; keep only the rule, never the value.
+        message = message.split(", input_value=")[0][:200]
+        code = "required" if error.get("type") == "missing" else "invalid"
+        issues.append(Issue(code, message, _loc(tuple(error.get("loc", ())))))
+    return render_error(ValidationFailed("The request is not valid.", issues=issues), fhir=fhir)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error: AppError
+    if exc.status_code == 404:
+        error = NotFound("No such endpoint.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed("Method not allowed for this endpoint.")
+    elif exc.status_code == 406:
+        error = NotAcceptable(str(exc.detail))
+    elif exc.status_code == 415:
+        error = UnsupportedMediaType(str(exc.detail))
+    else:
+        error = BadRequest(str(exc.detail))
+        error.status_code = exc.status_code  # type: ignore[misc]
+    error.headers.update(dict(exc.headers or {}))
+    return render_error(error, fhir=_is_fhir(request))
+
+
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    error = ServiceUnavailable(
+        "The database is unavailable; retry shortly.", headers={"Retry-After": "2"}
+    )
+    return render_error(error, fhir=_is_fhir(request))
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    error = AppError("An unexpected error occurred; it has been logged.")
+    return render_error(error, fhir=_is_fhir(request))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, app_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(OperationalError, database_error_handler)
+    app.add_exception_handler(InterfaceError, database_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)

@@ -1,0 +1,29 @@
+"""Liveness and readiness."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.db import migrations
+from app.db.session import engine
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+@router.get("/healthz", response_model=Health)
+def read_health() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def read_readiness() -> JSONResponse:
+    """The database is reachable and its schema is at the latest migration."""
+    ready = migrations.is_current(engine)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable"}, status_code=200 if ready else 503
+    )

@@ -1,0 +1,124 @@
+"""Directory reads: organisations, their PCN and place, list size and registered services."""
+
+from collections.abc import Sequence
+from datetime import date
+
+from sqlalchemy import and_, or_
+from sqlmodel import Session, col, select
+
+from app.core.errors import NotFound
+from app.models.enums import OrgKind, Service
+from app.models.organisation import (
+    ListSize,
+    Membership,
+    Organisation,
+    OrganisationPublic,
+    OrganisationsPublic,
+    PharmacyService,
+    ServicePublic,
+)
+
+
+def get_organisation(*, session: Session, ods_code: str) -> Organisation | None:
+    return session.get(Organisation, ods_code.upper())
+
+
+def get_organisation_or_raise(*, session: Session, ods_code: str) -> Organisation:
+    organisation = get_organisation(session=session, ods_code=ods_code)
+    if organisation is None:
+        raise NotFound("No organisation with that ODS code is in the directory.")
+    return organisation
+
+
+def find_pharmacy_by_service_id(*, session: Session, service_id: str) -> PharmacyService | None:
+    return session.exec(
+        select(PharmacyService).where(PharmacyService.service_id == service_id)
+    ).first()
+
+
+def pharmacy_provides(*, session: Session, pharmacy_ods: str, service: Service) -> bool:
+    return session.get(PharmacyService, (pharmacy_ods, service)) is not None
+
+
+def _in_force(on: date) -> object:
+    return and_(
+        col(Membership.start_date) <= on,
+        or_(col(Membership.end_date).is_(None), col(Membership.end_date) >= on),
+    )
+
+
+def group_of(*, session: Session, member_ods: str, on: date) -> str | None:
+    """The PCN of a practice (or the place of a PCN) in force on a date."""
+    return session.exec(
+        select(Membership.group_ods).where(Membership.member_ods == member_ods, _in_force(on))
+    ).first()
+
+
+def list_size_on(*, session: Session, practice_ods: str, on: date) -> int | None:
+    return session.exec(
+        select(ListSize.registered_patients)
+        .where(ListSize.practice_ods == practice_ods, col(ListSize.effective_date) <= on)
+        .order_by(col(ListSize.effective_date).desc())
+    ).first()
+
+
+def to_public(*, session: Session, organisation: Organisation, on: date) -> OrganisationPublic:
+    public = OrganisationPublic.model_validate(organisation, from_attributes=True)
+    if organisation.kind is OrgKind.GP_PRACTICE:
+        public.pcn = group_of(session=session, member_ods=organisation.ods_code, on=on)
+        public.registered_patients = list_size_on(
+            session=session, practice_ods=organisation.ods_code, on=on
+        )
+    if organisation.kind is OrgKind.PCN:
+        public.place = group_of(session=session, member_ods=organisation.ods_code, on=on)
+    if organisation.kind is OrgKind.PHARMACY:
+        services = session.exec(
+            select(PharmacyService)
+            .where(PharmacyService.pharmacy_ods == organisation.ods_code)
+            .order_by(col(PharmacyService.service))
+        ).all()
+        public.services = [
+            ServicePublic(service=s.service, service_id=s.service_id) for s in services
+        ]
+    return public
+
+
+def list_organisations(
+    *,
+    session: Session,
+    kind: OrgKind | None,
+    service: Service | None,
+    pcn: str | None,
+    after: str | None,
+    limit: int,
+    on: date,
+) -> OrganisationsPublic:
+    """Organisations ordered by ODS code, filtered, with keyset paging on the code."""
+    query = select(Organisation)
+    if kind is not None:
+        query = query.where(Organisation.kind == kind)
+    if service is not None:
+        query = query.where(
+            col(Organisation.ods_code).in_(
+                select(PharmacyService.pharmacy_ods).where(PharmacyService.service == service)
+            )
+        )
+    if pcn is not None:
+        query = query.where(
+            col(Organisation.ods_code).in_(
+                select(Membership.member_ods).where(
+                    Membership.group_ods == pcn.upper(), _in_force(on)
+                )
+            )
+        )
+    if after is not None:
+        query = query.where(col(Organisation.ods_code) > after)
+    rows: Sequence[Organisation] = session.exec(
+        query.order_by(col(Organisation.ods_code)).limit(limit + 1)
+    ).all()
+    page = list(rows[:limit])
+    return OrganisationsPublic(
+        data=[to_public(session=session, organisation=o, on=on) for o in page],
+        count=len(page),
+        next_cursor=page[-1].ods_code if len(rows) > limit else None,
+    )

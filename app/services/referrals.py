@@ -1,0 +1,589 @@
+"""Referral intake and tracking: the one service layer behind both FHIR and JSON intake."""
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.core.config import settings
+from app.core.errors import (
+    BadRequest,
+    Conflict,
+    Duplicate,
+    Forbidden,
+    Issue,
+    NotFound,
+    Unprocessable,
+)
+from app.db.base import utc_now
+from app.models.enums import (
+    ContraceptiveType,
+    Intake,
+    OrgKind,
+    Pathway,
+    ReferralSource,
+    ReferralStatus,
+    Role,
+    Service,
+    Sex,
+)
+from app.models.referral import (
+    BloodPressureIn,
+    ContraceptivePublic,
+    DischargeMedicineIn,
+    InboundMessage,
+    PatientPublic,
+    Referral,
+    ReferralCreate,
+    ReferralPublic,
+)
+from app.models.user import User
+from app.services import clinical_rules, lifecycle
+from app.services import organisations as organisation_service
+
+ROLE_KIND = {
+    Role.GP_PRACTICE: OrgKind.GP_PRACTICE,
+    Role.NHS111: OrgKind.NHS111,
+    Role.TRUST: OrgKind.TRUST,
+    Role.PHARMACY: OrgKind.PHARMACY,
+}
+ROLE_SOURCES: dict[Role, tuple[ReferralSource, ...]] = {
+    Role.GP_PRACTICE: (ReferralSource.GP_PRACTICE,),
+    Role.NHS111: (ReferralSource.NHS111,),
+    Role.TRUST: (ReferralSource.TRUST, ReferralSource.URGENT_CARE),
+    Role.PHARMACY: (ReferralSource.SELF_REFERRAL,),
+}
+REFERENCE_PREFIX = {
+    Service.PHARMACY_FIRST: "PF",
+    Service.BLOOD_PRESSURE: "BP",
+    Service.CONTRACEPTION: "PC",
+    Service.DMS: "DM",
+}
+_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
+
+
+@dataclass(kw_only=True)
+class NewReferral:
+    """A validated referral, whichever channel it came in by; `paths` maps fields to payload paths."""
+
+    service: Service
+    pathway: Pathway | None = None
+    pharmacy_ods: str
+    source: ReferralSource | None = None
+    priority: str = "routine"
+    patient_nhs_number: str | None
+    patient_family_name: str
+    patient_given_name: str
+    patient_birth_date: Any
+    patient_sex: Sex
+    patient_phone: str | None
+    patient_practice_ods: str | None = None
+    claimed_referrer_ods: str | None = None
+    clinician_name: str | None = None
+    clinician_id: str | None = None
+    reason: str
+    notes: str | None = None
+    bp_systolic: int | None = None
+    bp_diastolic: int | None = None
+    bp_measured_at: datetime | None = None
+    bmi: float | None = None
+    abpm_requested: bool = False
+    contraceptive_type: ContraceptiveType | None = None
+    contraceptive_dmd_code: str | None = None
+    contraceptive_name: str | None = None
+    discharged_at: datetime | None = None
+    discharge_medicines: list[dict[str, Any]] | None = None
+    authored_at: datetime | None = None
+    due_by: datetime | None = None
+    timeframe: timedelta | None = None
+    bars_bundle_id: str | None = None
+    correlation_id: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    warnings: list[Issue] = field(default_factory=list)
+
+    def path(self, logical: str) -> str:
+        return self.paths.get(logical, logical)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeKey:
+    """What makes an intake request idempotent: X-Request-Id (FHIR) or Idempotency-Key (JSON)."""
+
+    kind: str
+    key: str
+    body: bytes
+    replay: bool  # True: a repeat returns the original result; False: a repeat is a 409 duplicate
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    referral: Referral
+    created: bool
+    warnings: list[Issue]
+
+
+def new_reference(service: Service) -> str:
+    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(10))
+    return f"{REFERENCE_PREFIX[service]}-{chars[:5]}-{chars[5:]}"
+
+
+def _resolve_source(*, new: NewReferral, caller: User) -> ReferralSource:
+    allowed = ROLE_SOURCES.get(caller.role)
+    if allowed is None:
+        raise Forbidden(f"The {caller.role} role may not make referrals.")
+    if new.source is None:
+        return allowed[0]
+    if new.source not in allowed:
+        raise Unprocessable(
+            f"A {caller.role} caller cannot make a {new.source} referral.",
+            issues=[
+                Issue(
+                    "business-rule",
+                    "Referral source does not match the caller.",
+                    new.path("source"),
+                )
+            ],
+        )
+    return new.source
+
+
+def _check_referrer(*, session: Session, new: NewReferral, caller: User) -> None:
+    if new.claimed_referrer_ods is not None and new.claimed_referrer_ods != caller.org:
+        raise Forbidden(
+            "A caller may refer only on behalf of its own organisation.",
+            issues=[
+                Issue(
+                    "forbidden",
+                    "The referring organisation is not the caller's organisation.",
+                    new.path("referrer.organisation_ods"),
+                )
+            ],
+        )
+    organisation = organisation_service.get_organisation(session=session, ods_code=caller.org)
+    if (
+        organisation is None
+        or organisation.kind is not ROLE_KIND.get(caller.role)
+        or not organisation.active
+    ):
+        raise Forbidden(
+            "The caller's organisation is not an active directory entry of the right kind."
+        )
+
+
+def _check_pharmacy(*, session: Session, new: NewReferral, caller: User) -> None:
+    where = new.path("pharmacy_ods")
+    pharmacy = organisation_service.get_organisation(session=session, ods_code=new.pharmacy_ods)
+    if pharmacy is None or pharmacy.kind is not OrgKind.PHARMACY or not pharmacy.active:
+        raise Unprocessable(
+            "The receiving pharmacy is not an active pharmacy in the directory.",
+            issues=[Issue("business-rule", "Unknown or inactive pharmacy.", where)],
+        )
+    if caller.role is Role.PHARMACY and new.pharmacy_ods != caller.org:
+        raise Unprocessable(
+            "A pharmacy records self-referrals to itself only.",
+            issues=[Issue("business-rule", "Self-referral to another pharmacy.", where)],
+        )
+    if not organisation_service.pharmacy_provides(
+        session=session, pharmacy_ods=new.pharmacy_ods, service=new.service
+    ):
+        raise Unprocessable(
+            f"The receiving pharmacy is not registered for the {new.service} service.",
+            issues=[Issue("business-rule", f"Pharmacy not registered for {new.service}.", where)],
+        )
+
+
+def _check_eligibility(*, new: NewReferral, source: ReferralSource, today: Any) -> None:
+    breaches = clinical_rules.referral_eligibility(
+        service=new.service,
+        pathway=new.pathway,
+        birth_date=new.patient_birth_date,
+        sex=new.patient_sex,
+        contraceptive=new.contraceptive_type,
+        has_blood_pressure=new.bp_systolic is not None and new.bp_diastolic is not None,
+        has_discharge_medicines=bool(new.discharge_medicines),
+        on=today,
+    )
+    if new.service is Service.DMS and source is not ReferralSource.TRUST:
+        breaches.append(
+            clinical_rules.RuleBreach("service", "DMS referrals come from NHS trusts only.")
+        )
+    if breaches:
+        raise Unprocessable(
+            "The referral does not meet the service's eligibility rules.",
+            issues=[Issue("business-rule", b.message, new.path(b.field)) for b in breaches],
+        )
+
+
+def _due_at(*, new: NewReferral, received_at: datetime) -> datetime:
+    if new.due_by is not None and new.due_by > received_at:
+        return new.due_by
+    if new.timeframe is not None and new.timeframe > timedelta(0):
+        return received_at + new.timeframe
+    return received_at + timedelta(hours=settings.due_hours[new.service])
+
+
+def _existing_message(*, session: Session, caller: User, key: IntakeKey) -> InboundMessage | None:
+    return session.exec(
+        select(InboundMessage).where(
+            InboundMessage.sender_ods == caller.org,
+            InboundMessage.key_kind == key.kind,
+            InboundMessage.key == key.key,
+        )
+    ).first()
+
+
+def _replay(*, session: Session, message: InboundMessage, key: IntakeKey) -> IntakeResult:
+    if not key.replay:
+        raise Duplicate(f"A request with this {key.kind} has already been processed.")
+    if message.body_sha256 != key.sha256:
+        raise Conflict(f"This {key.kind} was used before with a different request body.")
+    referral = session.get(Referral, message.referral_id)
+    assert referral is not None
+    return IntakeResult(referral=referral, created=False, warnings=[])
+
+
+def create_referral(
+    *, session: Session, new: NewReferral, caller: User, intake: Intake, key: IntakeKey
+) -> IntakeResult:
+    """Store a new referral and its inbound message in one transaction, exactly once per key."""
+    existing = _existing_message(session=session, caller=caller, key=key)
+    if existing is not None:
+        return _replay(session=session, message=existing, key=key)
+    source = _resolve_source(new=new, caller=caller)
+    _check_referrer(session=session, new=new, caller=caller)
+    _check_pharmacy(session=session, new=new, caller=caller)
+    now = utc_now()
+    _check_eligibility(new=new, source=source, today=now.date())
+    practice = new.patient_practice_ods
+    if practice is None and source is ReferralSource.GP_PRACTICE:
+        practice = caller.org
+    referral = Referral(
+        reference=new_reference(new.service),
+        service=new.service,
+        pathway=new.pathway if new.service is Service.PHARMACY_FIRST else None,
+        status=ReferralStatus.RECEIVED,
+        source=source,
+        intake=intake,
+        priority=new.priority,
+        referrer_ods=caller.org,
+        pharmacy_ods=new.pharmacy_ods,
+        patient_practice_ods=practice,
+        clinician_name=new.clinician_name,
+        clinician_id=new.clinician_id,
+        patient_nhs_number=new.patient_nhs_number,
+        patient_family_name=new.patient_family_name,
+        patient_given_name=new.patient_given_name,
+        patient_birth_date=new.patient_birth_date,
+        patient_sex=new.patient_sex,
+        patient_phone=new.patient_phone,
+        reason=new.reason,
+        notes=new.notes,
+        bp_systolic=new.bp_systolic,
+        bp_diastolic=new.bp_diastolic,
+        bp_measured_at=new.bp_measured_at,
+        bmi=new.bmi,
+        abpm_requested=new.abpm_requested,
+        contraceptive_type=new.contraceptive_type,
+        contraceptive_dmd_code=new.contraceptive_dmd_code,
+        contraceptive_name=new.contraceptive_name,
+        discharged_at=new.discharged_at,
+        discharge_medicines=new.discharge_medicines,
+        bars_bundle_id=new.bars_bundle_id,
+        correlation_id=new.correlation_id,
+        authored_at=new.authored_at or now,
+        due_at=_due_at(new=new, received_at=now),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(referral)
+    session.flush()
+    session.add(_message(caller=caller, key=key, referral_id=referral.id, action="create", now=now))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = _existing_message(session=session, caller=caller, key=key)
+        if existing is None:
+            raise
+        return _replay(session=session, message=existing, key=key)
+    return IntakeResult(referral=referral, created=True, warnings=new.warnings)
+
+
+def _message(
+    *, caller: User, key: IntakeKey, referral_id: uuid.UUID, action: str, now: datetime
+) -> InboundMessage:
+    return InboundMessage(
+        sender_ods=caller.org,
+        key_kind=key.kind,
+        key=key.key,
+        body_sha256=key.sha256,
+        referral_id=referral_id,
+        action=action,
+        body=key.body.decode("utf-8"),
+        received_at=now,
+    )
+
+
+def cancel_referral(
+    *,
+    session: Session,
+    referral: Referral,
+    caller: User,
+    reason: str | None,
+    sender_last_updated: datetime | None,
+    key: IntakeKey,
+) -> Referral:
+    """Cancel at the referrer's request (BaRS update with status revoked or entered-in-error)."""
+    if _existing_message(session=session, caller=caller, key=key) is not None:
+        raise Duplicate(f"A request with this {key.kind} has already been processed.")
+    if referral.referrer_ods != caller.org:
+        raise Forbidden("Only the referring organisation may cancel a referral.")
+    if sender_last_updated is not None and sender_last_updated < referral.updated_at:
+        raise Conflict(
+            "The referral has changed since the sender's copy (meta.lastUpdated is older)."
+        )
+    lifecycle.check_transition(referral.status, ReferralStatus.CANCELLED)
+    now = utc_now()
+    referral.status = ReferralStatus.CANCELLED
+    referral.status_reason = reason
+    referral.version += 1
+    referral.updated_at = now
+    session.add(referral)
+    session.add(_message(caller=caller, key=key, referral_id=referral.id, action="cancel", now=now))
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Duplicate(f"A request with this {key.kind} has already been processed.") from exc
+    return referral
+
+
+# ---- tracking -------------------------------------------------------------------------------
+
+
+def _visible(query: Any, caller: User) -> Any:
+    if caller.role is Role.ADMIN:
+        return query
+    if caller.role is Role.PHARMACY:
+        return query.where(Referral.pharmacy_ods == caller.org)
+    return query.where(Referral.referrer_ods == caller.org)
+
+
+def get_visible_referral(*, session: Session, referral_id: str, caller: User) -> Referral:
+    """A referral the caller may see; another organisation's referral reads as not found."""
+    try:
+        key = uuid.UUID(referral_id)
+    except ValueError as exc:
+        raise NotFound("No referral with that id.") from exc
+    referral = session.exec(_visible(select(Referral).where(Referral.id == key), caller)).first()
+    if referral is None:
+        raise NotFound("No referral with that id.")
+    return referral
+
+
+def encode_cursor(moment: datetime, referral_id: uuid.UUID) -> str:
+    return (
+        base64.urlsafe_b64encode(f"{moment.isoformat()}|{referral_id}".encode())
+        .decode()
+        .rstrip("=")
+    )
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        moment, referral_id = base64.urlsafe_b64decode(padded).decode().split("|")
+        return datetime.fromisoformat(moment), uuid.UUID(referral_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The paging cursor is not valid.") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralFilter:
+    status: ReferralStatus | None = None
+    statuses: frozenset[ReferralStatus] | None = None
+    service: Service | None = None
+    created_since: datetime | None = None
+    updated_after: datetime | None = None
+    updated_from: datetime | None = None
+    updated_before: datetime | None = None
+
+
+def list_referrals(
+    *,
+    session: Session,
+    caller: User,
+    filters: ReferralFilter,
+    cursor: str | None,
+    limit: int,
+    order_by_updated: bool = False,
+) -> tuple[list[Referral], str | None]:
+    """Referrals the caller may see, newest first (or oldest update first), keyset paged."""
+    query = _visible(select(Referral), caller)
+    if filters.status is not None:
+        query = query.where(Referral.status == filters.status)
+    if filters.statuses is not None:
+        query = query.where(col(Referral.status).in_(sorted(filters.statuses)))
+    if filters.service is not None:
+        query = query.where(Referral.service == filters.service)
+    if filters.created_since is not None:
+        query = query.where(col(Referral.created_at) >= filters.created_since)
+    if filters.updated_after is not None:
+        query = query.where(col(Referral.updated_at) > filters.updated_after)
+    if filters.updated_from is not None:
+        query = query.where(col(Referral.updated_at) >= filters.updated_from)
+    if filters.updated_before is not None:
+        query = query.where(col(Referral.updated_at) < filters.updated_before)
+    moment_col = col(Referral.updated_at) if order_by_updated else col(Referral.created_at)
+    id_col = col(Referral.id)
+    if cursor is not None:
+        moment, last_id = decode_cursor(cursor)
+        if order_by_updated:
+            query = query.where(
+                (moment_col > moment) | ((moment_col == moment) & (id_col > last_id))
+            )
+        else:
+            query = query.where(
+                (moment_col < moment) | ((moment_col == moment) & (id_col < last_id))
+            )
+    if order_by_updated:
+        query = query.order_by(moment_col.asc(), id_col.asc())
+    else:
+        query = query.order_by(moment_col.desc(), id_col.desc())
+    rows = list(session.exec(query.limit(limit + 1)).all())
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(
+            last.updated_at if order_by_updated else last.created_at, last.id
+        )
+    return page, next_cursor
+
+
+# ---- JSON channel -------------------------------------------------------------------------------
+
+
+def from_json(referral_in: ReferralCreate) -> NewReferral:
+    """Map the JSON intake schema onto the shared referral shape (paths are the JSON field names)."""
+    patient, bp, oc = (
+        referral_in.patient,
+        referral_in.blood_pressure,
+        referral_in.current_contraceptive,
+    )
+    return NewReferral(
+        service=referral_in.service,
+        pathway=referral_in.pathway
+        or (Pathway.MINOR_ILLNESS if referral_in.service is Service.PHARMACY_FIRST else None),
+        pharmacy_ods=referral_in.pharmacy_ods,
+        source=referral_in.source,
+        priority=referral_in.priority,
+        patient_nhs_number=patient.nhs_number,
+        patient_family_name=patient.family_name,
+        patient_given_name=patient.given_name,
+        patient_birth_date=patient.birth_date,
+        patient_sex=patient.sex,
+        patient_phone=patient.phone,
+        patient_practice_ods=patient.registered_practice_ods,
+        claimed_referrer_ods=referral_in.referrer.organisation_ods,
+        clinician_name=referral_in.referrer.clinician_name,
+        clinician_id=referral_in.referrer.clinician_id,
+        reason=referral_in.reason,
+        notes=referral_in.notes,
+        bp_systolic=bp.systolic if bp else None,
+        bp_diastolic=bp.diastolic if bp else None,
+        bp_measured_at=bp.measured_at if bp else None,
+        bmi=referral_in.bmi,
+        abpm_requested=referral_in.abpm_requested,
+        contraceptive_type=oc.type if oc else None,
+        contraceptive_dmd_code=oc.dmd_code if oc else None,
+        contraceptive_name=oc.name if oc else None,
+        discharged_at=referral_in.discharged_at,
+        discharge_medicines=[m.model_dump() for m in referral_in.discharge_medicines]
+        if referral_in.discharge_medicines
+        else None,
+        due_by=referral_in.due_by,
+    )
+
+
+def create_referral_from_json(
+    *, session: Session, referral_in: ReferralCreate, caller: User, idempotency_key: str | None
+) -> IntakeResult:
+    body = referral_in.model_dump_json().encode()
+    key = IntakeKey(
+        kind="idempotency-key",
+        key=idempotency_key or f"auto:{uuid.uuid4()}",
+        body=body,
+        replay=True,
+    )
+    return create_referral(
+        session=session, new=from_json(referral_in), caller=caller, intake=Intake.JSON, key=key
+    )
+
+
+def to_public(referral: Referral) -> ReferralPublic:
+    bp = None
+    if referral.bp_systolic is not None and referral.bp_diastolic is not None:
+        bp = BloodPressureIn(
+            systolic=referral.bp_systolic,
+            diastolic=referral.bp_diastolic,
+            measured_at=referral.bp_measured_at,
+        )
+    contraceptive = None
+    if referral.contraceptive_type is not None or referral.contraceptive_name is not None:
+        contraceptive = ContraceptivePublic(
+            type=referral.contraceptive_type,
+            dmd_code=referral.contraceptive_dmd_code,
+            name=referral.contraceptive_name,
+        )
+    return ReferralPublic(
+        id=referral.id,
+        reference=referral.reference,
+        service=referral.service,
+        pathway=referral.pathway,
+        status=referral.status,
+        status_reason=referral.status_reason,
+        source=referral.source,
+        intake=referral.intake,
+        priority=referral.priority,
+        referrer_ods=referral.referrer_ods,
+        pharmacy_ods=referral.pharmacy_ods,
+        clinician_name=referral.clinician_name,
+        clinician_id=referral.clinician_id,
+        patient=PatientPublic(
+            nhs_number=referral.patient_nhs_number,
+            family_name=referral.patient_family_name,
+            given_name=referral.patient_given_name,
+            birth_date=referral.patient_birth_date,
+            sex=referral.patient_sex,
+            phone=referral.patient_phone,
+            registered_practice_ods=referral.patient_practice_ods,
+        ),
+        reason=referral.reason,
+        notes=referral.notes,
+        blood_pressure=bp,
+        bmi=referral.bmi,
+        abpm_requested=referral.abpm_requested,
+        current_contraceptive=contraceptive,
+        discharged_at=referral.discharged_at,
+        discharge_medicines=[
+            DischargeMedicineIn.model_construct(**m) for m in referral.discharge_medicines
+        ]
+        if referral.discharge_medicines is not None
+        else None,
+        authored_at=referral.authored_at,
+        due_at=referral.due_at,
+        version=referral.version,
+        created_at=referral.created_at,
+        updated_at=referral.updated_at,
+    )
