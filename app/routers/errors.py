@@ -100,7 +100,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         error = UnsupportedMediaType(str(exc.detail))
     else:
         error = BadRequest(str(exc.detail))
-        error.status_code = exc.status_code  # type: ignore[misc]
+        error.status_code = exc.status_code
     error.headers.update(dict(exc.headers or {}))
     return render_error(error, fhir=_is_fhir(request))
 
@@ -114,7 +114,9 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.error(
+        "unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
+    )
     error = AppError("An unexpected error occurred; it has been logged.")
     return render_error(error, fhir=_is_fhir(request))
 

@@ -70,7 +70,8 @@ def decode_target(value: str | None) -> tuple[str, str]:
             "Invalid schema for NHSD-Target-Identifier header.",
             issues=[Issue("invalid", "Expected JSON with string system and value.", where)],
         )
-    return systems.ALIASES.get(decoded["system"], decoded["system"]), decoded["value"]
+    system: str = decoded["system"]
+    return systems.ALIASES.get(system, system), str(decoded["value"])
 
 
 def resolve_target(*, session: Session, system: str, value: str) -> Target:

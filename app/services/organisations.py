@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from datetime import date
 
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import Session, col, select
 
 from app.core.errors import NotFound
@@ -40,7 +40,7 @@ def pharmacy_provides(*, session: Session, pharmacy_ods: str, service: Service) 
     return session.get(PharmacyService, (pharmacy_ods, service)) is not None
 
 
-def _in_force(on: date) -> object:
+def _in_force(on: date) -> ColumnElement[bool]:
     return and_(
         col(Membership.start_date) <= on,
         or_(col(Membership.end_date).is_(None), col(Membership.end_date) >= on),

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.config import settings
 from app.core.errors import (
@@ -371,7 +372,7 @@ def cancel_referral(
 # ---- tracking -------------------------------------------------------------------------------
 
 
-def _visible(query: Any, caller: User) -> Any:
+def _visible(query: SelectOfScalar[Referral], caller: User) -> SelectOfScalar[Referral]:
     if caller.role is Role.ADMIN:
         return query
     if caller.role is Role.PHARMACY:

@@ -47,7 +47,7 @@ SMALL_DIRECTORY = {
 def empty_directory(session: Session) -> None:
     """These tests import into an empty directory; the deletes roll back with the test."""
     for table in (PharmacyService, ListSize, Membership, Organisation):
-        session.exec(delete(table))  # type: ignore[call-overload]
+        session.exec(delete(table))
     session.flush()
 
 
