@@ -10,12 +10,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def _root() -> Path:
+    """The folder holding alembic.ini: the source checkout, or the working directory of an
+    installed copy (the Docker image runs from /app, where alembic.ini and alembic/ are copied)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "alembic.ini").exists() else Path.cwd()
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    root = _root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 

@@ -167,7 +167,8 @@ def test_process_message_pharmacy_first_example_fields(
     assert referral.patient_phone == "07736312544"  # rank-1 phone of the rank-1 contact
     assert referral.clinician_name == "Marcy BLAKE"
     assert referral.clinician_id == "PT2489"
-    assert referral.notes is not None and "constipation" in referral.notes
+    assert referral.notes is not None
+    assert "constipation" in referral.notes
     # The 24-hour timeframe the referral carries runs from receipt.
     assert (referral.due_at - referral.created_at).total_seconds() == 24 * 3600
 
@@ -739,7 +740,8 @@ def test_process_message_update_entered_in_error_cancels(
 
     assert response.status_code == 200, response.text
     referral = session.get(Referral, uuid.UUID(referral_id))
-    assert referral is not None and referral.status is ReferralStatus.CANCELLED
+    assert referral is not None
+    assert referral.status is ReferralStatus.CANCELLED
 
 
 def test_process_message_cancel_twice_returns_409_naming_state(client: TestClient) -> None:
@@ -840,7 +842,9 @@ CONTENT_FIELDS = (
 def test_fhir_and_json_intake_store_identical_referrals(
     client: TestClient, session: Session
 ) -> None:
-    bundle = json.loads((Path(__file__).parents[2] / "app" / "fhir" / "example_bp_referral.json").read_text())
+    bundle = json.loads(
+        (Path(__file__).parents[2] / "app" / "fhir" / "example_bp_referral.json").read_text()
+    )
     via_fhir = stored(session, post(client, copy.deepcopy(bundle)))
     json_body = {
         "service": "blood-pressure",
