@@ -58,19 +58,33 @@ class RequestContextMiddleware:
             await self._reject(scope, receive, send_with_headers)
             return
         received = 0
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            # FastAPI turns any error while reading a JSON body into its own 400; once the limit
+            # is hit, the app's response is dropped so the caller gets the 413 instead.
+            if too_large and not started:
+                return
+            started = True
+            await send_with_headers(message)
+
         try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except _TooLarge:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large or started:
+                raise
+        if too_large and not started:
             await self._reject(scope, receive, send_with_headers)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:

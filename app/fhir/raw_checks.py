@@ -51,6 +51,7 @@ _EXPECTED = {
 }
 _NULL = "null is not allowed; omit the element"
 _EMPTY_OBJECT = "empty object is not allowed; omit the element"
+_NUL_CHARACTER = "NUL characters are not allowed in FHIR strings"
 _EMPTY_ARRAY = "empty array is not allowed; omit the element"
 _EXPECTED_ARRAY = "expected a JSON array"
 _EXPECTED_SINGLE = "expected a single value, not a JSON array"
@@ -103,6 +104,10 @@ class _Walker:
         value_type = type(value)
         if kind == _STRING:
             ok = value_type is str
+            if isinstance(value, str) and "\x00" in value:
+                # FHIR strings exclude control characters, and PostgreSQL text cannot hold NUL.
+                self.report("value", _NUL_CHARACTER, path)
+                return
         elif kind == _BOOLEAN:
             ok = value_type is bool
         elif kind == _INTEGER:
@@ -160,7 +165,7 @@ class _Walker:
             elif kind == _STRING:
                 # The common case (profile, given, line): no descent, no path unless reporting.
                 for index, item in enumerate(value):
-                    if type(item) is not str:
+                    if type(item) is not str or "\x00" in item:
                         self.check_item(
                             obj, kind, target, sibling, item, f"{path}.{key}[{index}]", index, depth
                         )

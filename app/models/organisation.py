@@ -1,8 +1,9 @@
 """The directory: organisations keyed by ODS code, memberships, list sizes, pharmacy services."""
 
 from datetime import date, datetime
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -61,7 +62,25 @@ class ServicePublic(BaseModel):
     service_id: str | None
 
 
+ORGANISATION_EXAMPLE: dict[str, Any] = {
+    "ods_code": "FA001",
+    "kind": "pharmacy",
+    "name": "Elm Street Pharmacy",
+    "postcode": "ZZ4 8YH",
+    "active": True,
+    "pcn": None,
+    "place": None,
+    "registered_patients": None,
+    "services": [
+        {"service": "pharmacy-first", "service_id": "2000011001"},
+        {"service": "blood-pressure", "service_id": "2000011002"},
+    ],
+}
+
+
 class OrganisationPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": ORGANISATION_EXAMPLE})
+
     ods_code: str
     kind: OrgKind
     name: str
@@ -74,6 +93,12 @@ class OrganisationPublic(BaseModel):
 
 
 class OrganisationsPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"data": [ORGANISATION_EXAMPLE], "count": 1, "next_cursor": "FA001"}
+        }
+    )
+
     data: list[OrganisationPublic]
     count: int
     next_cursor: str | None = None

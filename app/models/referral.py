@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -20,10 +20,25 @@ from app.models.enums import (
     Sex,
 )
 from app.models.types import DmdCode, NhsNumber, OdsCode
+from app.services.validation import check_no_nul
 
 Priority = Literal["routine", "urgent"]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(check_no_nul),
+]
+LongText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+    AfterValidator(check_no_nul),
+]
+# The referral table stores patient names in 100 characters.
+PersonName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(check_no_nul),
+]
 Phone = Annotated[
     str,
     StringConstraints(
@@ -113,8 +128,8 @@ class PatientIn(BaseModel):
         default=None,
         description="Omit when the patient has no NHS number (allowed, as BaRS requires).",
     )
-    family_name: ShortText
-    given_name: ShortText
+    family_name: PersonName
+    given_name: PersonName
     birth_date: date
     sex: Sex
     phone: Phone = PydanticField(description="Primary call-back number")
@@ -131,9 +146,14 @@ class ReferrerIn(BaseModel):
         default=None, description="Must be the caller's own organisation when given."
     )
     clinician_name: ShortText
-    clinician_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = (
-        PydanticField(default=None, description="SDS user or role profile id, GMC or NMC number")
-    )
+    clinician_id: (
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, max_length=40),
+            AfterValidator(check_no_nul),
+        ]
+        | None
+    ) = PydanticField(default=None, description="SDS user or role profile id, GMC or NMC number")
 
 
 class BloodPressureIn(BaseModel):
@@ -141,7 +161,7 @@ class BloodPressureIn(BaseModel):
 
     systolic: int = PydanticField(ge=40, le=300)
     diastolic: int = PydanticField(ge=20, le=200)
-    measured_at: datetime | None = None
+    measured_at: AwareDatetime | None = None
 
 
 class ContraceptiveIn(BaseModel):
@@ -180,14 +200,14 @@ class ReferralCreate(BaseModel):
     referrer: ReferrerIn
     reason: LongText
     notes: LongText | None = None
-    due_by: datetime | None = None
+    due_by: AwareDatetime | None = None
     blood_pressure: BloodPressureIn | None = PydanticField(
         default=None, description="Required for blood-pressure referrals: the latest reading."
     )
     bmi: float | None = PydanticField(default=None, gt=10, lt=100)
     abpm_requested: bool = False
     current_contraceptive: ContraceptiveIn | None = None
-    discharged_at: datetime | None = None
+    discharged_at: AwareDatetime | None = None
     discharge_medicines: list[DischargeMedicineIn] | None = PydanticField(
         default=None, max_length=100, description="Required for DMS referrals."
     )
@@ -212,7 +232,47 @@ class ContraceptivePublic(BaseModel):
     name: str | None
 
 
+REFERRAL_EXAMPLE: dict[str, Any] = {
+    "id": "2803eae0-9fb1-4197-a497-7f04b58ea75f",
+    "reference": "PF-7NG49-TK37B",
+    "service": "pharmacy-first",
+    "pathway": "sore-throat",
+    "status": "received",
+    "status_reason": None,
+    "source": "gp-practice",
+    "intake": "json",
+    "priority": "routine",
+    "referrer_ods": "A81001",
+    "pharmacy_ods": "FA001",
+    "clinician_name": "Dr Sam Example",
+    "clinician_id": "G1234567",
+    "patient": {
+        "nhs_number": "9990000018",
+        "family_name": "Testpatient",
+        "given_name": "Alex",
+        "birth_date": "1990-04-01",
+        "sex": "female",
+        "phone": "07700900001",
+        "registered_practice_ods": "A81001",
+    },
+    "reason": "Sore throat for 3 days, FeverPAIN 2",
+    "notes": None,
+    "blood_pressure": None,
+    "bmi": None,
+    "abpm_requested": False,
+    "current_contraceptive": None,
+    "discharged_at": None,
+    "discharge_medicines": None,
+    "authored_at": "2026-11-22T09:00:00Z",
+    "due_at": "2026-11-23T09:00:00Z",
+    "version": 1,
+    "created_at": "2026-11-22T09:00:00Z",
+    "updated_at": "2026-11-22T09:00:00Z",
+}
+
+
 class ReferralPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": REFERRAL_EXAMPLE})
     id: uuid.UUID
     reference: str
     service: Service
@@ -243,6 +303,15 @@ class ReferralPublic(BaseModel):
 
 
 class ReferralsPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "data": [REFERRAL_EXAMPLE],
+                "next_cursor": "MjAyNi0xMS0yMlQwOTowMDowMCswMDowMHwy",
+            }
+        }
+    )
+
     data: list[ReferralPublic]
     next_cursor: str | None = None
 
@@ -253,4 +322,6 @@ class IntakeWarning(BaseModel):
 
 
 class ReferralCreated(ReferralPublic):
+    model_config = ConfigDict(json_schema_extra={"example": {**REFERRAL_EXAMPLE, "warnings": []}})
+
     warnings: list[IntakeWarning] = []

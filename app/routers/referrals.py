@@ -1,9 +1,9 @@
 """JSON referral intake and tracking."""
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Response
+from pydantic import AwareDatetime
 
 from app.auth.deps import PatientDataReader, Referrer
 from app.core.config import settings
@@ -66,7 +66,7 @@ def read_referrals(
     status: ReferralStatus | None = None,
     service: Service | None = None,
     since: Annotated[
-        datetime | None, Query(description="Only referrals made at or after this instant")
+        AwareDatetime | None, Query(description="Only referrals made at or after this instant")
     ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor from the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = settings.page_size_default,

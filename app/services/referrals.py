@@ -404,7 +404,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         moment, referral_id = base64.urlsafe_b64decode(padded).decode().split("|")
-        return datetime.fromisoformat(moment), uuid.UUID(referral_id)
+        instant = datetime.fromisoformat(moment)
+        if instant.tzinfo is None:
+            raise ValueError("cursor instant has no offset")
+        return instant, uuid.UUID(referral_id)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The paging cursor is not valid.") from exc
 

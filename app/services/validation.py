@@ -35,7 +35,7 @@ _P = (
 
 
 def nhs_number_is_valid(value: str) -> bool:
-    if len(value) != 10 or not _DIGITS.match(value):
+    if len(value) != 10 or not _DIGITS.fullmatch(value):
         return False
     total = sum(int(digit) * (10 - index) for index, digit in enumerate(value[:9]))
     check = 11 - total % 11
@@ -45,7 +45,7 @@ def nhs_number_is_valid(value: str) -> bool:
 
 
 def verhoeff_is_valid(value: str) -> bool:
-    if not _DIGITS.match(value):
+    if not _DIGITS.fullmatch(value):
         return False
     c = 0
     for index, digit in enumerate(reversed(value)):
@@ -59,7 +59,7 @@ def snomed_code_is_valid(value: str) -> bool:
 
 
 def ods_code_is_valid(value: str) -> bool:
-    return bool(_ODS.match(value))
+    return bool(_ODS.fullmatch(value))
 
 
 def check_nhs_number(value: str) -> str:
@@ -71,6 +71,13 @@ def check_nhs_number(value: str) -> str:
 def check_ods_code(value: str) -> str:
     if not ods_code_is_valid(value):
         raise ValueError("not a valid ODS code (3 to 10 upper-case letters and digits)")
+    return value
+
+
+def check_no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, so refuse it at the edge rather than fail on insert."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 

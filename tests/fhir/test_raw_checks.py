@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from app.core.errors import Issue
 from app.fhir.raw_checks import MAX_DEPTH, MAX_ISSUES, _elements, check_raw_resource
 from app.fhir.resources import get_fhir_model_class
+from tests.conftest import EXAMPLES as EXAMPLES_ROOT
 
-EXAMPLES_DIR = Path("/work/shared/reference/bars-examples/json-converted")
+EXAMPLES_DIR = EXAMPLES_ROOT
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.json"))
 ABPM = EXAMPLES_DIR / "REFREQ06 - Referral Service Request New Full - GP to BP - ABPM.json"
 # Entry indexes in the ABPM example.
@@ -400,3 +401,20 @@ def test_check_raw_resource_leaf_of_wrong_json_type_reported_at_its_path(
         "expected a JSON number (integer)",
         "expected a JSON string",
     }
+
+
+def test_nul_character_in_a_string_is_reported_without_the_value() -> None:
+    bundle = load(EXAMPLES[0])
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["name"][0]["family"] = "Jo\x00nes"
+    patient["name"][0]["given"] = ["Ju\x00lie"]
+
+    found = check_raw_resource(bundle)
+
+    assert [(i.code, i.diagnostics) for i in found] == [
+        ("value", "NUL characters are not allowed in FHIR strings"),
+        ("value", "NUL characters are not allowed in FHIR strings"),
+    ]
+    assert all("Jo" not in i.diagnostics for i in found)

@@ -873,3 +873,22 @@ def test_fhir_and_json_intake_store_identical_referrals(
         f: getattr(via_json, f) for f in CONTENT_FIELDS
     }
     assert (via_fhir.intake, via_json.intake) == ("fhir", "json")
+
+
+def test_process_message_nul_character_returns_400_not_500(
+    client: TestClient, session: Session
+) -> None:
+    bundle = synthetic(PF)
+    resource(bundle, "Condition")["code"]["text"] = "Vomi\x00ting"
+    before = counts(session)
+
+    response = post(client, bundle)
+
+    assert_error(
+        response,
+        400,
+        "REC_BAD_REQUEST",
+        "value",
+        f"Bundle.entry[{index_of(bundle, 'Condition')}].resource.code.text",
+    )
+    assert counts(session) == before
