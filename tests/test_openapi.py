@@ -31,10 +31,6 @@ def request_bodies() -> dict[str, dict[str, Any]]:
 
 OPERATIONS = operations()
 REQUEST_BODIES = request_bodies()
-# Known gaps reported to the route owners; strict, so the marker must go once the gap is fixed.
-MISSING_EXAMPLES = {
-    "POST /fhir/$process-message application/json": "app/routers/fhir.py: no example for JSON",
-}
 
 
 def test_openapi_matches_exported_document() -> None:
@@ -75,16 +71,22 @@ def test_every_post_operation_has_a_request_body() -> None:
         assert OPERATIONS[name].get("requestBody", {}).get("content"), f"{name} has no body"
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=MISSING_EXAMPLES[name], strict=True))
-        if name in MISSING_EXAMPLES
-        else name
-        for name in REQUEST_BODIES
-    ],
-)
+@pytest.mark.parametrize("name", REQUEST_BODIES)
 def test_post_request_body_has_example(name: str) -> None:
     content = REQUEST_BODIES[name]
 
     assert content.get("example") or content.get("examples"), f"{name} has no example"
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_success_response_has_example(name: str) -> None:
+    responses = OPERATIONS[name]["responses"]
+    success = next(content for code, content in responses.items() if str(code).startswith("2"))
+    schemas = app.openapi()["components"]["schemas"]
+
+    for media in success.get("content", {}).values():
+        ref = media.get("schema", {}).get("$ref", "")
+        example = media.get("example") or media.get("examples")
+        if ref:
+            example = example or schemas[ref.rsplit("/", 1)[1]].get("example")
+        assert example, f"{name} has no success response example"

@@ -15,7 +15,7 @@ from app.db.session import get_session
 from app.fhir import systems
 from app.main import app
 from app.models.enums import Role
-from tests.conftest import auth
+from tests.helpers import auth
 
 OVERSIZED = b"x" * (settings.max_body_bytes + 1)
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"

@@ -77,7 +77,10 @@ def read_metadata() -> FHIRResponse:
                     "schema": BUNDLE_SCHEMA,
                     "examples": {"bp-referral": PROCESS_MESSAGE_EXAMPLE},
                 },
-                "application/json": {"schema": BUNDLE_SCHEMA},
+                "application/json": {
+                    "schema": BUNDLE_SCHEMA,
+                    "examples": {"bp-referral": PROCESS_MESSAGE_EXAMPLE},
+                },
             },
         },
     },

@@ -42,6 +42,92 @@ _OUTCOME_EXAMPLE = {
 }
 
 
+_ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+_SERVICE_REQUEST_EXAMPLE: dict[str, Any] = {
+    "resourceType": "ServiceRequest",
+    "id": "2803eae0-9fb1-4197-a497-7f04b58ea75f",
+    "meta": {"versionId": "1", "lastUpdated": "2026-11-22T09:00:00Z"},
+    "identifier": [
+        {"system": "https://pharmref.nhs.example/Id/referral-reference", "value": "BP-7NG49-TK37B"}
+    ],
+    "status": "active",
+    "intent": "plan",
+    "category": [
+        {
+            "coding": [
+                {
+                    "system": "https://fhir.nhs.uk/CodeSystem/message-category-servicerequest",
+                    "code": "referral",
+                },
+                {
+                    "system": "https://fhir.nhs.uk/CodeSystem/usecases-categories-bars",
+                    "code": "a5t3",
+                },
+            ]
+        }
+    ],
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1659111000000107"}]},
+    "subject": {"reference": "#patient"},
+    "requester": {"identifier": {"system": _ODS, "value": "A81001"}},
+    "performer": [{"identifier": {"system": _ODS, "value": "FA001"}}],
+}
+_ORGANIZATION_EXAMPLE: dict[str, Any] = {
+    "resourceType": "Organization",
+    "id": "A81001",
+    "identifier": [{"system": _ODS, "value": "A81001"}],
+    "active": True,
+    "name": "Oak Lane Surgery",
+    "partOf": {"identifier": {"system": _ODS, "value": "U00001"}},
+}
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "ServiceRequest": _SERVICE_REQUEST_EXAMPLE,
+    "Organization": _ORGANIZATION_EXAMPLE,
+    "CapabilityStatement": {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json"],
+    },
+    "searchset": {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": [{"relation": "self", "url": "http://localhost:8000/fhir/ServiceRequest?_count=1"}],
+        "entry": [
+            {
+                "fullUrl": "ServiceRequest/2803eae0-9fb1-4197-a497-7f04b58ea75f",
+                "resource": _SERVICE_REQUEST_EXAMPLE,
+            }
+        ],
+    },
+    "servicerequest-response message": {
+        "resourceType": "Bundle",
+        "type": "message",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:4f767c17-d41d-42b8-bf32-e7573aeb52b5",
+                "resource": {
+                    "resourceType": "MessageHeader",
+                    "eventCoding": {
+                        "system": "https://fhir.nhs.uk/CodeSystem/message-events-bars",
+                        "code": "servicerequest-response",
+                    },
+                    "source": {"endpoint": f"{_ODS}|FA001"},
+                    "response": {
+                        "identifier": "9ae77bb4-db12-42f3-a90c-733fe232f26c",
+                        "code": "ok",
+                    },
+                },
+            },
+            {
+                "fullUrl": "ServiceRequest/2803eae0-9fb1-4197-a497-7f04b58ea75f",
+                "resource": _SERVICE_REQUEST_EXAMPLE,
+            },
+        ],
+    },
+}
+
+
 def fhir_response(resource_type: str, description: str = "") -> dict[int | str, dict[str, Any]]:
     return {
         200: {
@@ -52,7 +138,8 @@ def fhir_response(resource_type: str, description: str = "") -> dict[int | str, 
                         "type": "object",
                         "properties": {"resourceType": {"type": "string", "enum": [resource_type]}},
                         "additionalProperties": True,
-                    }
+                    },
+                    "example": EXAMPLES[description or resource_type],
                 }
             },
         }

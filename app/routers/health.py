@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.db import migrations
 from app.db.session import engine
@@ -11,6 +11,8 @@ router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "ok"}})
+
     status: str
 
 

@@ -12,7 +12,7 @@ from app.models.enums import Role
 from app.models.referral import Referral
 from app.routers.examples import JSON_REFERRAL
 from tests.auth.forged import ATTACKS, valid
-from tests.conftest import auth
+from tests.helpers import auth
 
 JSON_URL = "/api/v1/organisations/FA001"
 FHIR_URL = "/fhir/Organization/FA001"

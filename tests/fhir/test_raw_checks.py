@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from app.core.errors import Issue
 from app.fhir.raw_checks import MAX_DEPTH, MAX_ISSUES, _elements, check_raw_resource
 from app.fhir.resources import get_fhir_model_class
-from tests.conftest import EXAMPLES as EXAMPLES_ROOT
+from tests.helpers import EXAMPLES as EXAMPLES_ROOT
 
 EXAMPLES_DIR = EXAMPLES_ROOT
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.json"))

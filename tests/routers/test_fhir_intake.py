@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from app.models.enums import ReferralStatus, Role
 from app.models.referral import InboundMessage, Referral
-from tests.conftest import bars_headers, load_example, target_header
+from tests.helpers import bars_headers, load_example, target_header
 
 PF, BP, OC = "REFREQ03", "REFREQ06", "REFREQ07"
 TEST_NHS_NUMBER = "9990000018"

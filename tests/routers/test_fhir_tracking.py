@@ -10,7 +10,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from app.models.enums import Role
-from tests.conftest import auth, bars_headers
+from tests.helpers import auth, bars_headers
 from tests.routers.test_fhir_intake import make_fhir_referral, synthetic
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from app.fhir import systems
 from app.models.enums import OrgKind, Role, Service
 from app.models.organisation import Organisation, PharmacyService
-from tests.conftest import auth
+from tests.helpers import auth
 
 ODS = systems.ODS_ORGANISATION
 

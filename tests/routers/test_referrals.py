@@ -15,7 +15,6 @@ from sqlmodel import Session, select
 from app.core.config import settings
 from app.models.enums import ReferralStatus, Role, Service
 from app.models.referral import InboundMessage, Referral
-from tests.conftest import auth
 from tests.factories import (
     DMD_COC,
     FAMILY_NAME,
@@ -27,6 +26,7 @@ from tests.factories import (
     json_referral,
     make_referral,
 )
+from tests.helpers import auth
 
 URL = "/api/v1/referrals"
 REFERENCE = re.compile(r"^(PF|BP|PC|DM)-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$")
