@@ -39,3 +39,4 @@ PATIENT_DATA_ROLES = (Role.GP_PRACTICE, Role.NHS111, Role.TRUST, Role.PHARMACY, 
 
 Referrer = Annotated[User, Depends(require_role(*REFERRER_ROLES))]
 PatientDataReader = Annotated[User, Depends(require_role(*PATIENT_DATA_ROLES))]
+Pharmacy = Annotated[User, Depends(require_role(Role.PHARMACY))]

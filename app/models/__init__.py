@@ -1,5 +1,5 @@
 """Importing this package registers every table on SQLModel.metadata (Alembic relies on it)."""
 
-from app.models import organisation, referral
+from app.models import event, organisation, referral
 
-__all__ = ["organisation", "referral"]
+__all__ = ["event", "organisation", "referral"]

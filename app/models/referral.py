@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, StringConstraints
@@ -92,6 +93,7 @@ class Referral(SQLModel, table=True):
     discharged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     discharge_medicines: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
+    forwarded_from_id: uuid.UUID | None = Field(default=None, foreign_key="referral.id")
     bars_bundle_id: str | None = Field(default=None, max_length=64)
     correlation_id: str | None = Field(default=None, max_length=64)
     authored_at: datetime = Field(sa_type=UTCDateTime)
@@ -325,3 +327,87 @@ class ReferralCreated(ReferralPublic):
     model_config = ConfigDict(json_schema_extra={"example": {**REFERRAL_EXAMPLE, "warnings": []}})
 
     warnings: list[IntakeWarning] = []
+
+
+# ---- lifecycle actions ----------------------------------------------------------------------
+
+
+class DeclineReason(StrEnum):
+    SERVICE_UNAVAILABLE = "service-unavailable"
+    NO_CAPACITY = "no-capacity"
+    PATIENT_NOT_ELIGIBLE = "patient-not-eligible"
+    CLINICALLY_INAPPROPRIATE = "clinically-inappropriate"
+    PATIENT_DECLINED = "patient-declined"
+    OTHER = "other"
+
+
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(check_no_nul),
+]
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"version": 1}})
+
+    version: int | None = PydanticField(
+        default=None,
+        ge=1,
+        description="The version you last read; or send If-Match with the ETag instead.",
+    )
+
+
+class DeclineIn(ActionIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "version": 1,
+                "reason_code": "no-capacity",
+                "reason": "No pharmacist on duty",
+            }
+        }
+    )
+
+    reason_code: DeclineReason
+    reason: Reason | None = None
+
+
+class ForwardIn(ActionIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"version": 2, "pharmacy_ods": "FA002", "reason": "Closer to the patient"}
+        }
+    )
+
+    pharmacy_ods: OdsCode
+    reason: Reason | None = None
+
+
+class ReasonIn(ActionIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"version": 1, "reason": "Needs a GP examination: ear drum not visible"}
+        }
+    )
+
+    reason: Reason
+
+
+class NoContactIn(ActionIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"version": 1, "reason": "Three calls unanswered within the timeframe"}
+        }
+    )
+
+    reason: Reason | None = None
+
+
+class ForwardedPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"original": REFERRAL_EXAMPLE, "forwarded": REFERRAL_EXAMPLE}}
+    )
+
+    original: ReferralPublic
+    forwarded: ReferralPublic

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from app.auth.deps import PatientDataReader
+from app.core.errors import BadRequest, Issue
 from app.db.session import SessionDep
 from app.models.referral import Referral
 from app.services import referrals as referral_service
@@ -29,3 +30,20 @@ async def read_raw_body(request: Request) -> bytes:
 
 
 RawBody = Annotated[bytes, Depends(read_raw_body)]
+
+
+def expected_version(if_match: str | None, body_version: int | None) -> int | None:
+    """The version an update is based on: from `If-Match: W/"3"` (or "3"), else the body's field."""
+    if if_match is None:
+        return body_version
+    tag = if_match.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise BadRequest(
+            'If-Match must be the referral\'s ETag, e.g. W/"3".',
+            issues=[Issue("invalid", "Malformed If-Match header.", "If-Match")],
+        )
+    return int(tag)
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'

@@ -58,7 +58,9 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The caller's role or organisation may not do this",
         404: "Not found, or not visible to the caller",
         409: "Conflict with the current state or a duplicate request",
+        412: "The referral changed since the version sent (stale If-Match or version)",
         413: "Request body too large",
         422: "Invalid fields or a broken business rule",
+        428: "Send If-Match or a version field",
     }
     return {code: {"model": ErrorBody, "description": described[code]} for code in codes}

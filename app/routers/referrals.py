@@ -5,13 +5,27 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import AwareDatetime
 
-from app.auth.deps import PatientDataReader, Referrer
+from app.auth.deps import PatientDataReader, Pharmacy, Referrer
 from app.core.config import settings
 from app.db.session import SessionDep
 from app.models.enums import ReferralStatus, Service
-from app.models.referral import ReferralCreate, ReferralCreated, ReferralPublic, ReferralsPublic
-from app.routers.deps import VisibleReferral
+from app.models.event import ReferralHistory
+from app.models.referral import (
+    ActionIn,
+    DeclineIn,
+    ForwardedPublic,
+    ForwardIn,
+    NoContactIn,
+    ReasonIn,
+    Referral,
+    ReferralCreate,
+    ReferralCreated,
+    ReferralPublic,
+    ReferralsPublic,
+)
+from app.routers.deps import VisibleReferral, etag, expected_version
 from app.routers.examples import BP_REFERRAL, DMS_REFERRAL, JSON_REFERRAL, error_responses
+from app.services import lifecycle
 from app.services import referrals as referral_service
 
 router = APIRouter(prefix="/api/v1/referrals", tags=["referrals"])
@@ -84,6 +98,146 @@ def read_referrals(
 @router.get(
     "/{referral_id}", response_model=ReferralPublic, responses=error_responses(401, 403, 404)
 )
-def read_referral(referral: VisibleReferral) -> ReferralPublic:
+def read_referral(referral: VisibleReferral, response: Response) -> ReferralPublic:
     """Get one referral the caller may see (another organisation's referral reads as 404)."""
+    response.headers["ETag"] = etag(referral.version)
     return referral_service.to_public(referral)
+
+
+@router.get(
+    "/{referral_id}/history",
+    response_model=ReferralHistory,
+    responses=error_responses(401, 403, 404),
+)
+def read_referral_history(session: SessionDep, referral: VisibleReferral) -> ReferralHistory:
+    """The referral's whole timeline: every state change, who made it and when."""
+    return lifecycle.read_history(session=session, referral=referral)
+
+
+IfMatch = Annotated[str | None, Header(description='The ETag from the last read, e.g. W/"3"')]
+_ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 412, 422, 428)
+
+
+def _acted(referral: Referral, response: Response) -> ReferralPublic:
+    response.headers["ETag"] = etag(referral.version)
+    return referral_service.to_public(referral)
+
+
+@router.post("/{referral_id}/accept", response_model=ReferralPublic, responses=_ACTION_ERRORS)
+def accept_referral(
+    session: SessionDep,
+    user: Pharmacy,
+    referral: VisibleReferral,
+    response: Response,
+    body: ActionIn | None = None,
+    if_match: IfMatch = None,
+) -> ReferralPublic:
+    """The receiving pharmacy accepts the referral."""
+    version = expected_version(if_match, body.version if body else None)
+    return _acted(
+        lifecycle.accept_referral(session=session, referral=referral, caller=user, version=version),
+        response,
+    )
+
+
+@router.post("/{referral_id}/decline", response_model=ReferralPublic, responses=_ACTION_ERRORS)
+def decline_referral(
+    session: SessionDep,
+    user: Pharmacy,
+    referral: VisibleReferral,
+    response: Response,
+    body: DeclineIn,
+    if_match: IfMatch = None,
+) -> ReferralPublic:
+    """The receiving pharmacy declines the referral with a reason code; the referrer is told."""
+    version = expected_version(if_match, body.version)
+    declined = lifecycle.decline_referral(
+        session=session,
+        referral=referral,
+        caller=user,
+        version=version,
+        reason_code=body.reason_code,
+        reason=body.reason,
+    )
+    return _acted(declined, response)
+
+
+@router.post("/{referral_id}/forward", response_model=ForwardedPublic, responses=_ACTION_ERRORS)
+def forward_referral(
+    session: SessionDep,
+    user: Pharmacy,
+    referral: VisibleReferral,
+    response: Response,
+    body: ForwardIn,
+    if_match: IfMatch = None,
+) -> ForwardedPublic:
+    """Forward to another pharmacy registered for the service, which receives it as a new referral."""
+    version = expected_version(if_match, body.version)
+    result = lifecycle.forward_referral(
+        session=session,
+        referral=referral,
+        caller=user,
+        version=version,
+        pharmacy_ods=body.pharmacy_ods,
+        reason=body.reason,
+    )
+    response.headers["ETag"] = etag(result.original.version)
+    return ForwardedPublic(
+        original=referral_service.to_public(result.original),
+        forwarded=referral_service.to_public(result.forwarded),
+    )
+
+
+@router.post("/{referral_id}/return", response_model=ReferralPublic, responses=_ACTION_ERRORS)
+def return_referral(
+    session: SessionDep,
+    user: Pharmacy,
+    referral: VisibleReferral,
+    response: Response,
+    body: ReasonIn,
+    if_match: IfMatch = None,
+) -> ReferralPublic:
+    """Return the referral to the referrer with a reason (e.g. needs a GP examination)."""
+    version = expected_version(if_match, body.version)
+    returned = lifecycle.return_referral(
+        session=session, referral=referral, caller=user, version=version, reason=body.reason
+    )
+    return _acted(returned, response)
+
+
+@router.post("/{referral_id}/no-contact", response_model=ReferralPublic, responses=_ACTION_ERRORS)
+def record_no_contact(
+    session: SessionDep,
+    user: Pharmacy,
+    referral: VisibleReferral,
+    response: Response,
+    body: NoContactIn | None = None,
+    if_match: IfMatch = None,
+) -> ReferralPublic:
+    """Close the referral because the patient did not make contact."""
+    version = expected_version(if_match, body.version if body else None)
+    closed = lifecycle.record_no_contact(
+        session=session,
+        referral=referral,
+        caller=user,
+        version=version,
+        reason=body.reason if body else None,
+    )
+    return _acted(closed, response)
+
+
+@router.post("/{referral_id}/cancel", response_model=ReferralPublic, responses=_ACTION_ERRORS)
+def cancel_referral(
+    session: SessionDep,
+    user: Referrer,
+    referral: VisibleReferral,
+    response: Response,
+    body: ReasonIn,
+    if_match: IfMatch = None,
+) -> ReferralPublic:
+    """The referrer cancels the referral (only before it is completed)."""
+    version = expected_version(if_match, body.version)
+    cancelled = lifecycle.cancel_by_referrer(
+        session=session, referral=referral, caller=user, version=version, reason=body.reason
+    )
+    return _acted(cancelled, response)

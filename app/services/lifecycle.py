@@ -1,7 +1,24 @@
-"""The referral lifecycle: one explicit table of allowed transitions."""
+"""The referral lifecycle: one explicit table of allowed transitions, and the use-cases that move
+a referral through it. Every change is a compare-and-set on the referral's version (so two people
+acting on one referral at once cannot both win) and writes one audit event in the same transaction.
+"""
 
-from app.core.errors import InvalidTransition
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from app.core.errors import AppError, Forbidden, InvalidTransition, Issue, Unprocessable
+from app.db.base import utc_now
+from app.models.enums import OrgKind, Role
 from app.models.enums import ReferralStatus as S
+from app.models.event import ReferralEvent, ReferralEventPublic, ReferralHistory
+from app.models.referral import Referral
+from app.models.user import User
+from app.services import organisations as organisation_service
+from app.services.references import new_reference
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.RECEIVED: frozenset(
@@ -17,10 +34,291 @@ TRANSITIONS: dict[S, frozenset[S]] = {
 }
 
 OPEN = frozenset({S.RECEIVED, S.ACCEPTED})
+# Outcomes the referrer must hear about (delivered by the outbox).
+NOTIFY_REFERRER = frozenset({S.DECLINED, S.RETURNED, S.NO_CONTACT, S.FORWARDED})
+
+
+class PreconditionFailed(AppError):
+    status_code = 412
+    issue_code = "conflict"
+    rec_code = "REC_PRECONDITION_FAILED"
+
+
+class PreconditionRequired(AppError):
+    status_code = 428
+    issue_code = "required"
+    rec_code = "REC_BAD_REQUEST"
 
 
 def check_transition(current: S, target: S) -> None:
     if target not in TRANSITIONS[current]:
-        raise InvalidTransition(
-            f"The referral is {current}; it cannot become {target}.",
+        raise InvalidTransition(f"The referral is {current}; it cannot become {target}.")
+
+
+def record_event(
+    *,
+    session: Session,
+    referral_id: uuid.UUID,
+    caller: User,
+    action: str,
+    version: int,
+    from_status: S | None = None,
+    to_status: S | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        ReferralEvent(
+            referral_id=referral_id,
+            action=action,
+            from_status=from_status,
+            to_status=to_status,
+            version=version,
+            actor_subject=caller.subject,
+            actor_org=caller.org,
+            actor_role=caller.role,
+            notify_referrer=to_status in NOTIFY_REFERRER,
+            detail=detail,
         )
+    )
+
+
+def apply_transition(
+    *,
+    session: Session,
+    referral: Referral,
+    caller: User,
+    target: S,
+    expected_version: int | None,
+    action: str,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Move the referral to `target` if it is still at `expected_version` (flush only)."""
+    if expected_version is None:
+        raise PreconditionRequired("Send If-Match with the referral's ETag, or a version field.")
+    if expected_version != referral.version:
+        raise PreconditionFailed(
+            f"The referral is at version {referral.version}, not {expected_version}; reload it and retry."
+        )
+    check_transition(referral.status, target)
+    now = utc_now()
+    changed = session.execute(
+        update(Referral)
+        .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
+        .values(status=target, status_reason=reason, version=expected_version + 1, updated_at=now)
+    )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
+    record_event(
+        session=session,
+        referral_id=referral.id,
+        caller=caller,
+        action=action,
+        version=expected_version + 1,
+        from_status=referral.status,
+        to_status=target,
+        detail={k: v for k, v in {"reason": reason, **(detail or {})}.items() if v is not None}
+        or None,
+    )
+
+
+def _commit(session: Session, referral: Referral) -> Referral:
+    session.commit()
+    session.refresh(referral)
+    return referral
+
+
+def _require_receiving_pharmacy(referral: Referral, caller: User) -> None:
+    if caller.role is not Role.PHARMACY or caller.org != referral.pharmacy_ods:
+        raise Forbidden("Only the receiving pharmacy may do this.")
+
+
+def _require_referrer(referral: Referral, caller: User) -> None:
+    if caller.org != referral.referrer_ods or caller.role in (Role.ICB_ANALYST, Role.ADMIN):
+        raise Forbidden("Only the referring organisation may do this.")
+
+
+def accept_referral(
+    *, session: Session, referral: Referral, caller: User, version: int | None
+) -> Referral:
+    _require_receiving_pharmacy(referral, caller)
+    apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=S.ACCEPTED,
+        expected_version=version,
+        action="accepted",
+    )
+    return _commit(session, referral)
+
+
+def decline_referral(
+    *,
+    session: Session,
+    referral: Referral,
+    caller: User,
+    version: int | None,
+    reason_code: str,
+    reason: str | None,
+) -> Referral:
+    _require_receiving_pharmacy(referral, caller)
+    apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=S.DECLINED,
+        expected_version=version,
+        action="declined",
+        reason=reason,
+        detail={"reason_code": reason_code},
+    )
+    return _commit(session, referral)
+
+
+def return_referral(
+    *, session: Session, referral: Referral, caller: User, version: int | None, reason: str
+) -> Referral:
+    _require_receiving_pharmacy(referral, caller)
+    apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=S.RETURNED,
+        expected_version=version,
+        action="returned",
+        reason=reason,
+    )
+    return _commit(session, referral)
+
+
+def record_no_contact(
+    *, session: Session, referral: Referral, caller: User, version: int | None, reason: str | None
+) -> Referral:
+    _require_receiving_pharmacy(referral, caller)
+    apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=S.NO_CONTACT,
+        expected_version=version,
+        action="no-contact",
+        reason=reason or "The patient did not make contact.",
+    )
+    return _commit(session, referral)
+
+
+def cancel_by_referrer(
+    *, session: Session, referral: Referral, caller: User, version: int | None, reason: str
+) -> Referral:
+    _require_referrer(referral, caller)
+    apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=S.CANCELLED,
+        expected_version=version,
+        action="cancelled",
+        reason=reason,
+    )
+    return _commit(session, referral)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    original: Referral
+    forwarded: Referral
+
+
+def forward_referral(
+    *,
+    session: Session,
+    referral: Referral,
+    caller: User,
+    version: int | None,
+    pharmacy_ods: str,
+    reason: str | None,
+) -> Forwarded:
+    """Close this referral as forwarded and give the other pharmacy a new one it receives."""
+    _require_receiving_pharmacy(referral, caller)
+    target = organisation_service.get_organisation(session=session, ods_code=pharmacy_ods)
+    where = "pharmacy_ods"
+    if target is None or target.kind is not OrgKind.PHARMACY or not target.active:
+        raise Unprocessable(
+            "The other pharmacy is not an active pharmacy in the directory.",
+            issues=[Issue("business-rule", "Unknown or inactive pharmacy.", where)],
+        )
+    if target.ods_code == referral.pharmacy_ods:
+        raise Unprocessable(
+            "A referral cannot be forwarded to the pharmacy that holds it.",
+            issues=[Issue("business-rule", "Same pharmacy.", where)],
+        )
+    if not organisation_service.pharmacy_provides(
+        session=session, pharmacy_ods=target.ods_code, service=referral.service
+    ):
+        raise Unprocessable(
+            f"The other pharmacy is not registered for the {referral.service} service.",
+            issues=[Issue("business-rule", f"Not registered for {referral.service}.", where)],
+        )
+    now = utc_now()
+    copy = Referral.model_validate(
+        referral.model_dump(
+            exclude={
+                "id",
+                "reference",
+                "status",
+                "status_reason",
+                "version",
+                "created_at",
+                "updated_at",
+                "forwarded_from_id",
+                "pharmacy_ods",
+            }
+        )
+        | {
+            "reference": new_reference(referral.service),
+            "status": S.RECEIVED,
+            "pharmacy_ods": target.ods_code,
+            "forwarded_from_id": referral.id,
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+    apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=S.FORWARDED,
+        expected_version=version,
+        action="forwarded",
+        reason=reason,
+        detail={"to_pharmacy_ods": target.ods_code, "to_referral_id": str(copy.id)},
+    )
+    session.add(copy)
+    session.flush()
+    record_event(
+        session=session,
+        referral_id=copy.id,
+        caller=caller,
+        action="received-by-forwarding",
+        version=1,
+        to_status=S.RECEIVED,
+        detail={"from_pharmacy_ods": referral.pharmacy_ods, "from_referral_id": str(referral.id)},
+    )
+    session.commit()
+    session.refresh(referral)
+    return Forwarded(original=referral, forwarded=copy)
+
+
+def read_history(*, session: Session, referral: Referral) -> ReferralHistory:
+    events = session.exec(
+        select(ReferralEvent)
+        .where(ReferralEvent.referral_id == referral.id)
+        .order_by(col(ReferralEvent.id))
+    ).all()
+    return ReferralHistory(
+        referral_id=referral.id,
+        reference=referral.reference,
+        status=referral.status,
+        events=[ReferralEventPublic.model_validate(e) for e in events],
+    )

@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,6 +46,7 @@ from app.models.referral import (
 from app.models.user import User
 from app.services import clinical_rules, lifecycle
 from app.services import organisations as organisation_service
+from app.services.references import new_reference
 
 ROLE_KIND = {
     Role.GP_PRACTICE: OrgKind.GP_PRACTICE,
@@ -60,13 +60,6 @@ ROLE_SOURCES: dict[Role, tuple[ReferralSource, ...]] = {
     Role.TRUST: (ReferralSource.TRUST, ReferralSource.URGENT_CARE),
     Role.PHARMACY: (ReferralSource.SELF_REFERRAL,),
 }
-REFERENCE_PREFIX = {
-    Service.PHARMACY_FIRST: "PF",
-    Service.BLOOD_PRESSURE: "BP",
-    Service.CONTRACEPTION: "PC",
-    Service.DMS: "DM",
-}
-_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 
 
 @dataclass(kw_only=True)
@@ -131,11 +124,6 @@ class IntakeResult:
     referral: Referral
     created: bool
     warnings: list[Issue]
-
-
-def new_reference(service: Service) -> str:
-    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(10))
-    return f"{REFERENCE_PREFIX[service]}-{chars[:5]}-{chars[5:]}"
 
 
 def _resolve_source(*, new: NewReferral, caller: User) -> ReferralSource:
@@ -308,6 +296,15 @@ def create_referral(
     )
     session.add(referral)
     session.flush()
+    lifecycle.record_event(
+        session=session,
+        referral_id=referral.id,
+        caller=caller,
+        action="created",
+        version=1,
+        to_status=ReferralStatus.RECEIVED,
+        detail={"intake": str(intake)},
+    )
     session.add(_message(caller=caller, key=key, referral_id=referral.id, action="create", now=now))
     try:
         session.commit()
@@ -353,19 +350,23 @@ def cancel_referral(
         raise Conflict(
             "The referral has changed since the sender's copy (meta.lastUpdated is older)."
         )
-    lifecycle.check_transition(referral.status, ReferralStatus.CANCELLED)
+    lifecycle.apply_transition(
+        session=session,
+        referral=referral,
+        caller=caller,
+        target=ReferralStatus.CANCELLED,
+        expected_version=referral.version,
+        action="cancelled",
+        reason=reason,
+    )
     now = utc_now()
-    referral.status = ReferralStatus.CANCELLED
-    referral.status_reason = reason
-    referral.version += 1
-    referral.updated_at = now
-    session.add(referral)
     session.add(_message(caller=caller, key=key, referral_id=referral.id, action="cancel", now=now))
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
         raise Duplicate(f"A request with this {key.kind} has already been processed.") from exc
+    session.refresh(referral)
     return referral
 
 
