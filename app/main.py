@@ -1,5 +1,9 @@
 """The FastAPI application: routers, error handlers and middleware. No logic here."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
@@ -22,12 +26,22 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Sync routes run in anyio's thread pool; no more threads than pooled connections, so a busy
+    # worker queues requests instead of opening and closing overflow connections per request.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = settings.db_pool_size + settings.db_max_overflow
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="pharmref",
         version="0.1.0",
         description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
+        lifespan=lifespan,
     )
     errors.install(app)
     app.include_router(health.router)

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         default="sqlite:///./pharmref.db",
         validation_alias=AliasChoices("PHARMREF_DATABASE_URL", "DATABASE_URL"),
     )
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
+    db_pool_timeout_seconds: float = 5.0
     data_dir: Path = Path("./var")
 
     jwt_issuer: str = "pharmref-local"

@@ -27,10 +27,10 @@ def make_engine(url: str) -> Engine:
         return new_engine
     return create_engine(
         url,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
-        pool_timeout=5,
+        pool_timeout=settings.db_pool_timeout_seconds,
         connect_args={"connect_timeout": 5},
     )
 

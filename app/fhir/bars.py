@@ -301,8 +301,24 @@ def _walk_codings(value: Any, expression: str) -> Iterator[tuple[str, Json]]:
             yield from _walk_codings(child, f"{expression}[{index}]")
 
 
+def _snomed_codes(value: Any) -> Iterator[str]:
+    """Every SNOMED code in a JSON value, without building paths (the common, clean case)."""
+    if isinstance(value, dict):
+        if value.get("system") == systems.SNOMED and isinstance(value.get("code"), str):
+            yield value["code"]
+        for child in value.values():
+            if isinstance(child, dict | list):
+                yield from _snomed_codes(child)
+    elif isinstance(value, list):
+        for child in value:
+            if isinstance(child, dict | list):
+                yield from _snomed_codes(child)
+
+
 def _snomed_warnings(message: BarsMessage) -> list[Issue]:
     """Bad SNOMED check digits in elements pharmref does not interpret become warnings."""
+    if all(snomed_code_is_valid(code) for code in _snomed_codes(message.raw)):
+        return []
     warnings = []
     for index, entry in enumerate(message.raw["entry"]):
         resource = entry["resource"]

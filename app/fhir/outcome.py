@@ -1,22 +1,27 @@
 """OperationOutcome rendering with NHS `REC_*` http-error-codes (BaRS error handling)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from app.core.errors import Issue
 from app.fhir import systems
-from app.fhir.resources import CodeableConcept, Coding, OperationOutcome, OperationOutcomeIssue
+from app.fhir.resources import OperationOutcome, OperationOutcomeIssue
 
 PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome"
 
 
 def operation_outcome(issues: Sequence[Issue], rec_code: str | None) -> OperationOutcome:
     """Build an OperationOutcome; rec_code names the http-error-code (None for warnings only)."""
-    return OperationOutcome.model_validate(
-        {
-            "meta": {"profile": [PROFILE]},
-            "issue": [_issue(issue, rec_code) for issue in issues],
-        }
-    )
+    return OperationOutcome.model_validate(operation_outcome_json(issues, rec_code))
+
+
+def operation_outcome_json(issues: Sequence[Issue], rec_code: str | None) -> dict[str, Any]:
+    """The same OperationOutcome as FHIR JSON (for responses rendered without the models)."""
+    return {
+        "resourceType": "OperationOutcome",
+        "meta": {"profile": [PROFILE]},
+        "issue": [_issue(issue, rec_code) for issue in issues],
+    }
 
 
 def issue_component(issue: Issue, rec_code: str | None) -> OperationOutcomeIssue:
@@ -30,13 +35,10 @@ def _issue(issue: Issue, rec_code: str | None) -> dict[str, object]:
         "diagnostics": issue.diagnostics,
     }
     if rec_code and issue.severity in ("error", "fatal"):
-        body["details"] = CodeableConcept(
-            coding=[
-                Coding(
-                    system=systems.HTTP_ERROR_CODES, code=rec_code, display=_DISPLAY.get(rec_code)
-                )
-            ]
-        )
+        coding = {"system": systems.HTTP_ERROR_CODES, "code": rec_code}
+        if rec_code in _DISPLAY:
+            coding["display"] = _DISPLAY[rec_code]
+        body["details"] = {"coding": [coding]}
     if issue.expression:
         body["expression"] = [issue.expression]
     return body

@@ -1,8 +1,13 @@
-"""FHIR responses: application/fhir+json, rendered without nulls straight from the model."""
+"""FHIR responses: application/fhir+json, rendered without nulls.
+
+A fhir.resources model is rendered with its own serialiser; a plain dict (the hot path: mappers
+whose output the tests validate against the R4B models and the FHIR JSON schema) with orjson.
+"""
 
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from starlette.responses import Response
 
 from app.fhir.resources import Resource
@@ -15,12 +20,14 @@ class FHIRResponse(Response):
 
     def __init__(
         self,
-        content: Resource,
+        content: Resource | dict[str, Any],
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(content=content, status_code=status_code, headers=headers)
 
     def render(self, content: Any) -> bytes:
-        assert isinstance(content, Resource)
-        return content.model_dump_json(exclude_none=True).encode()
+        if isinstance(content, Resource):
+            return content.model_dump_json(exclude_none=True).encode()
+        assert isinstance(content, dict)
+        return orjson.dumps(content)

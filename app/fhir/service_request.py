@@ -22,7 +22,7 @@ from typing import Any
 from app.core.errors import Issue
 from app.fhir import systems
 from app.fhir.bars import CONDITION_FOR_PATHWAY, SERVICE_USE_CASE
-from app.fhir.outcome import operation_outcome
+from app.fhir.outcome import operation_outcome_json
 from app.fhir.resources import Bundle, ServiceRequest
 from app.models.enums import ReferralStatus, Service
 from app.models.referral import Referral
@@ -92,7 +92,12 @@ def _patient(referral: Referral) -> dict[str, Any]:
 
 
 def to_service_request(referral: Referral) -> ServiceRequest:
-    """Render a stored referral as a FHIR R4 ServiceRequest."""
+    """Render a stored referral as a FHIR R4 ServiceRequest model."""
+    return ServiceRequest.model_validate(service_request_json(referral))
+
+
+def service_request_json(referral: Referral) -> dict[str, Any]:
+    """The ServiceRequest as FHIR JSON, for the hot path (conformance is proven in the tests)."""
     use_case_system, use_case = SERVICE_USE_CASE[referral.service]
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
@@ -144,7 +149,7 @@ def to_service_request(referral: Referral) -> ServiceRequest:
     resource["note"] = notes
     if referral.clinician_name is None:
         del resource["requester"]["display"]
-    return ServiceRequest.model_validate(resource)
+    return resource
 
 
 def to_response_message(
@@ -155,8 +160,28 @@ def to_response_message(
     warnings: list[Issue],
     now: datetime,
 ) -> Bundle:
+    """The servicerequest-response as a Bundle model (see response_message_json)."""
+    return Bundle.model_validate(
+        response_message_json(
+            referral=referral,
+            request_bundle_id=request_bundle_id,
+            request_header=request_header,
+            warnings=warnings,
+            now=now,
+        )
+    )
+
+
+def response_message_json(
+    *,
+    referral: Referral,
+    request_bundle_id: str | None,
+    request_header: dict[str, Any],
+    warnings: list[Issue],
+    now: datetime,
+) -> dict[str, Any]:
     """The synchronous BaRS servicerequest-response: stored ServiceRequest plus the referral reference."""
-    service_request = to_service_request(referral)
+    service_request = service_request_json(referral)
     response: dict[str, Any] = {"identifier": request_bundle_id or "unknown", "code": "ok"}
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
@@ -171,7 +196,8 @@ def to_response_message(
         ],
         "response": response,
         "focus": [{"reference": f"ServiceRequest/{referral.id}"}],
-        "reason": {"coding": [{"system": systems.MESSAGE_REASON, "code": "new"}]},
+        "reason": request_header.get("reason")
+        or {"coding": [{"system": systems.MESSAGE_REASON, "code": "new"}]},
     }
     entries: list[dict[str, Any]] = [
         {"fullUrl": f"urn:uuid:{header['id']}", "resource": header},
@@ -200,18 +226,16 @@ def to_response_message(
         },
     ]
     if warnings:
-        outcome = operation_outcome(warnings, None)
+        outcome = operation_outcome_json(warnings, None)
         entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": outcome})
-    return Bundle.model_validate(
-        {
-            "resourceType": "Bundle",
-            "id": str(uuid.uuid4()),
-            "meta": {"lastUpdated": now.isoformat()},
-            "type": "message",
-            "timestamp": now.isoformat(),
-            "entry": entries,
-        }
-    )
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": now.isoformat()},
+        "type": "message",
+        "timestamp": now.isoformat(),
+        "entry": entries,
+    }
 
 
 def to_searchset(referrals: list[Referral], *, self_url: str, next_url: str | None) -> Bundle:

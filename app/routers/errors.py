@@ -18,7 +18,7 @@ from app.core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from app.fhir.outcome import operation_outcome
+from app.fhir.outcome import operation_outcome_json
 from app.fhir.responses import FHIRResponse
 
 logger = logging.getLogger("pharmref.errors")
@@ -45,7 +45,7 @@ class UnsupportedMediaType(AppError):
 def render_error(error: AppError, *, fhir: bool) -> Response:
     if fhir:
         return FHIRResponse(
-            operation_outcome(error.issues, error.rec_code),
+            operation_outcome_json(error.issues, error.rec_code),
             status_code=error.fhir_status_code,
             headers=error.headers,
         )

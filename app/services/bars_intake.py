@@ -5,6 +5,7 @@ import binascii
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from sqlmodel import Session
@@ -13,8 +14,7 @@ from app.core.config import settings
 from app.core.errors import BadRequest, Issue, NotFound, Unprocessable, ValidationFailed
 from app.db.base import utc_now
 from app.fhir import bars, systems
-from app.fhir.resources import Bundle
-from app.fhir.service_request import to_response_message
+from app.fhir.service_request import response_message_json
 from app.models.enums import Intake, OrgKind, Service
 from app.models.user import User
 from app.services import organisations as organisation_service
@@ -29,7 +29,7 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class MessageResult:
-    bundle: Bundle
+    bundle: dict[str, Any]  # FHIR JSON of the servicerequest-response Bundle
     created: bool
 
 
@@ -129,7 +129,7 @@ def process_message(
             sender_last_updated=cancel.last_updated,
             key=key,
         )
-        bundle = to_response_message(
+        bundle = response_message_json(
             referral=referral,
             request_bundle_id=message.bundle_id,
             request_header=message.header,
@@ -157,7 +157,7 @@ def process_message(
     result = referral_service.create_referral(
         session=session, new=new, caller=caller, intake=Intake.FHIR, key=key
     )
-    bundle = to_response_message(
+    bundle = response_message_json(
         referral=result.referral,
         request_bundle_id=message.bundle_id,
         request_header=message.header,
