@@ -1,5 +1,5 @@
 """Importing this package registers every table on SQLModel.metadata (Alembic relies on it)."""
 
-from app.models import event, organisation, referral
+from app.models import consultation, event, organisation, referral
 
-__all__ = ["event", "organisation", "referral"]
+__all__ = ["consultation", "event", "organisation", "referral"]
