@@ -1,7 +1,9 @@
-"""The `pharmref` command: serve, migrate, seed-demo, import-directory, token, export-openapi."""
+"""The `pharmref` command: serve, migrate, seed-demo, import-directory, token, sweep, export-openapi."""
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -77,6 +79,34 @@ def _token(args: argparse.Namespace) -> None:
     )
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from functools import partial
+
+    import anyio
+
+    from app.db.session import engine
+    from app.services import sweep
+
+    if args.once:
+        result = sweep.drain(bind=engine, limit=settings.sweep_batch_size)
+        print(
+            f"marked overdue: {result.marked_overdue}, "
+            f"closed no-contact: {result.closed_no_contact}"
+        )
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    batch = partial(sweep.sweep_batch, bind=engine, limit=settings.sweep_batch_size)
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(partial(sweep.sweep_periodically, interval=args.interval, batch=batch))
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0")
+    return value
+
+
 def _export_openapi(args: argparse.Namespace) -> None:
     from app.main import app
 
@@ -116,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default=None)
     token.add_argument("--minutes", type=int, default=480)
     token.set_defaults(func=_token)
+
+    sweeper = commands.add_parser(
+        "sweep", help="mark overdue referrals and close unanswered ones as no-contact"
+    )
+    sweeper.add_argument(
+        "--once", action="store_true", help="sweep until nothing is left, print the counts, exit"
+    )
+    sweeper.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=settings.sweep_interval_seconds or 60.0,
+        help="seconds between sweeps when running continuously (default: the setting, or 60)",
+    )
+    sweeper.set_defaults(func=_sweep)
 
     export = commands.add_parser("export-openapi", help="write openapi/openapi.json from the app")
     export.add_argument("--output", default=str(OPENAPI_PATH))

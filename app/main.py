@@ -2,14 +2,17 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.core.config import settings
+from app.db.session import engine
 from app.middleware import RequestContextMiddleware
-from app.routers import errors, fhir, health, organisations, referrals
+from app.routers import consultations, errors, fhir, health, organisations, referrals
+from app.services import sweep
 
 DESCRIPTION = """
 pharmref receives referrals to community pharmacy services (Pharmacy First, Blood Pressure Check,
@@ -32,7 +35,19 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # worker queues requests instead of opening and closing overflow connections per request.
     limiter = anyio.to_thread.current_default_thread_limiter()
     limiter.total_tokens = settings.db_pool_size + settings.db_max_overflow
-    yield
+    async with anyio.create_task_group() as background:
+        if settings.sweep_interval_seconds > 0:
+            # Its batches take a thread (and so a connection) from the same limiter as requests.
+            batch = partial(sweep.sweep_batch, bind=engine, limit=settings.sweep_batch_size)
+            background.start_soon(
+                partial(
+                    sweep.sweep_periodically,
+                    interval=settings.sweep_interval_seconds,
+                    batch=batch,
+                )
+            )
+        yield
+        background.cancel_scope.cancel()
 
 
 def create_app() -> FastAPI:
@@ -47,6 +62,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(organisations.router)
     app.include_router(referrals.router)
+    app.include_router(consultations.router)
     app.include_router(fhir.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

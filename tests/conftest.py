@@ -13,6 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
+from app.core.config import settings
 from app.db import migrations
 from app.db.session import get_session
 from app.main import app
@@ -38,6 +39,17 @@ def _sqlite_savepoints(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_background_sweep() -> Iterator[None]:
+    """The app's lifespan would start the periodic sweep on the application's own engine (the
+    configured database, not the test one) and race the tests' transactions; the tests drive the
+    sweep themselves (tests/services/test_sweep.py), so the test app runs without it."""
+    interval = settings.sweep_interval_seconds
+    settings.sweep_interval_seconds = 0
+    yield
+    settings.sweep_interval_seconds = interval
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Authentication and role dependencies."""
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,7 +14,7 @@ from app.models.user import User
 _bearer = HTTPBearer(auto_error=False, description="A JWT with `org` (ODS code) and `role` claims.")
 
 
-def get_current_user(
+async def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -25,8 +25,8 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def require_role(*roles: Role) -> Callable[[User], User]:
-    def check(user: CurrentUser) -> User:
+def require_role(*roles: Role) -> Callable[[User], Coroutine[Any, Any, User]]:
+    async def check(user: CurrentUser) -> User:
         if user.role not in roles:
             raise Forbidden(f"The {user.role} role may not use this operation.")
         return user

@@ -73,7 +73,8 @@ def _verification_key() -> Any:
     if "HS256" in settings.jwt_algorithms and settings.jwt_hs256_secret:
         return settings.jwt_hs256_secret.get_secret_value()
     ensure_local_key_pair()
-    return _public_key_path().read_text()
+    # A parsed key object: python-jose would otherwise parse the PEM again for every token.
+    return serialization.load_pem_public_key(_public_key_path().read_bytes())
 
 
 def reset_key_cache() -> None:

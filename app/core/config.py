@@ -3,13 +3,22 @@
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, NonNegativeInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.models.enums import Service
 
 
 def _default_due_hours() -> dict[Service, int]:
+    return {
+        Service.PHARMACY_FIRST: 24,
+        Service.BLOOD_PRESSURE: 7 * 24,
+        Service.CONTRACEPTION: 7 * 24,
+        Service.DMS: 72,
+    }
+
+
+def _default_no_contact_grace_hours() -> dict[Service, int]:
     return {
         Service.PHARMACY_FIRST: 24,
         Service.BLOOD_PRESSURE: 7 * 24,
@@ -44,6 +53,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     supported_bars_versions: list[str] = ["1.0.0-beta", "1.0.0", "1.1.0", "1.1.1", "1.1.2"]
     due_hours: dict[Service, int] = Field(default_factory=_default_due_hours)
+    # A received referral is closed as no-contact this long after its due time; a service left
+    # out is never closed automatically.
+    no_contact_grace_hours: dict[Service, NonNegativeInt] = Field(
+        default_factory=_default_no_contact_grace_hours
+    )
+    sweep_interval_seconds: float = Field(default=60.0, ge=0)  # 0: no in-process sweep
+    sweep_batch_size: int = Field(default=100, ge=1)
+    abpm_return_days: int = 7
     page_size_default: int = 50
     page_size_max: int = 200
     public_base_url: str = "http://localhost:8000"

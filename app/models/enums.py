@@ -61,6 +61,13 @@ class ReferralStatus(StrEnum):
     COMPLETED = "completed"
 
 
+class DueState(StrEnum):
+    """Where an open referral stands against its timeframe (`due_at`)."""
+
+    DUE = "due"
+    OVERDUE = "overdue"
+
+
 class Sex(StrEnum):
     """Administrative gender, as FHIR Patient.gender."""
 

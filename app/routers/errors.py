@@ -84,7 +84,10 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
         # pydantic echoes the bad value in a few messages; keep only the rule, never the value.
         message = message.split(", input_value=")[0][:200]
         code = "required" if error.get("type") == "missing" else "invalid"
-        issues.append(Issue(code, message, _loc(tuple(error.get("loc", ())))))
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
+        issues.append(Issue(code, message, _loc(loc)))
     return render_error(ValidationFailed("The request is not valid.", issues=issues), fhir=fhir)
 
 

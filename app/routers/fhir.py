@@ -143,7 +143,7 @@ def search_service_requests(
         filters=filters,
         cursor=cursor,
         limit=count,
-        order_by_updated=True,
+        order=referral_service.ReferralOrder.LAST_UPDATED,
     )
     self_url = str(request.url)
     next_url = str(URL(self_url).include_query_params(_cursor=next_cursor)) if next_cursor else None

@@ -1,6 +1,6 @@
 """JSON referral intake and tracking."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import AwareDatetime
@@ -8,7 +8,7 @@ from pydantic import AwareDatetime
 from app.auth.deps import PatientDataReader, Pharmacy, Referrer
 from app.core.config import settings
 from app.db.session import SessionDep
-from app.models.enums import ReferralStatus, Service
+from app.models.enums import DueState, ReferralStatus, Service
 from app.models.event import ReferralHistory
 from app.models.referral import (
     ActionIn,
@@ -82,13 +82,34 @@ def read_referrals(
     since: Annotated[
         AwareDatetime | None, Query(description="Only referrals made at or after this instant")
     ] = None,
+    due: Annotated[
+        DueState | None,
+        Query(
+            description="Only open referrals (received or accepted) whose due time is still "
+            "ahead (`due`) or has passed (`overdue`)"
+        ),
+    ] = None,
+    order: Annotated[
+        Literal["newest", "urgency"],
+        Query(
+            description="`newest` first, or `urgency`: urgent before routine, then the soonest "
+            "due (a pharmacy's inbox)"
+        ),
+    ] = "newest",
     cursor: Annotated[str | None, Query(description="next_cursor from the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = settings.page_size_default,
 ) -> ReferralsPublic:
-    """List the referrals the caller may see, newest first, with cursor paging."""
-    filters = referral_service.ReferralFilter(status=status, service=service, created_since=since)
+    """List the referrals the caller may see, newest first or by urgency, with cursor paging."""
+    filters = referral_service.ReferralFilter(
+        status=status, service=service, created_since=since, due=due
+    )
     page, next_cursor = referral_service.list_referrals(
-        session=session, caller=user, filters=filters, cursor=cursor, limit=limit
+        session=session,
+        caller=user,
+        filters=filters,
+        cursor=cursor,
+        limit=limit,
+        order=referral_service.ReferralOrder(order),
     )
     return ReferralsPublic(
         data=[referral_service.to_public(r) for r in page], next_cursor=next_cursor

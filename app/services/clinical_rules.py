@@ -8,6 +8,7 @@ that to the JSON field or FHIRPath expression of its own payload.
 
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 
 from app.models.enums import ContraceptiveType, Pathway, Service, Sex
 
@@ -120,4 +121,107 @@ def referral_eligibility(
         breaches.append(
             RuleBreach("discharge_medicines", "A DMS referral must list the discharge medicines.")
         )
+    return breaches
+
+
+# ---- Blood Pressure Check Service -------------------------------------------------------------
+
+
+class BpCategory(StrEnum):
+    LOW = "low"  # below 90/60: advice
+    NORMAL = "normal"  # 90/60 up to 139/89: healthy-behaviour advice
+    HIGH = "high"  # 140/90 to 179/119: offer ABPM
+    VERY_HIGH = "very-high"  # 180/120 or above: same-day GP
+
+
+class AbpmResult(StrEnum):
+    TOO_FEW_READINGS = "too-few-readings"  # under 14 daytime readings: not a valid result
+    HYPERTENSION_CONFIRMED = "hypertension-confirmed"  # daytime average 135/85 or above
+    NOT_CONFIRMED = "not-confirmed"
+
+
+ABPM_MIN_DAYTIME_READINGS = 14
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    systolic: int
+    diastolic: int
+
+
+def bp_category(reading: Reading) -> BpCategory:
+    """Clinic blood pressure category (NICE NG136 thresholds as used by the service)."""
+    if reading.systolic >= 180 or reading.diastolic >= 120:
+        return BpCategory.VERY_HIGH
+    if reading.systolic >= 140 or reading.diastolic >= 90:
+        return BpCategory.HIGH
+    if reading.systolic < 90 or reading.diastolic < 60:
+        return BpCategory.LOW
+    return BpCategory.NORMAL
+
+
+def clinic_reading(readings: list[Reading]) -> Reading:
+    """The clinic blood pressure: the lower (by systolic) of the last two readings (NICE NG136)."""
+    if not readings:
+        raise ValueError("at least one reading is needed")
+    return min(readings[-2:], key=lambda r: (r.systolic, r.diastolic))
+
+
+def abpm_result(*, daytime_readings: int, average: Reading) -> AbpmResult:
+    if daytime_readings < ABPM_MIN_DAYTIME_READINGS:
+        return AbpmResult.TOO_FEW_READINGS
+    if average.systolic >= 135 or average.diastolic >= 85:
+        return AbpmResult.HYPERTENSION_CONFIRMED
+    return AbpmResult.NOT_CONFIRMED
+
+
+def bp_recommended_outcome(
+    *, category: BpCategory, irregular_pulse: bool, abpm: AbpmResult | None, abpm_pending: bool
+) -> str:
+    """What the service specification says should happen next, from the derived results."""
+    if category is BpCategory.VERY_HIGH:
+        return "referred-gp-same-day"
+    if irregular_pulse:
+        return "referred-gp-irregular-pulse"
+    if abpm is AbpmResult.HYPERTENSION_CONFIRMED:
+        return "referred-gp-hypertension"
+    if abpm is AbpmResult.TOO_FEW_READINGS:
+        return "abpm-repeat"
+    if abpm is AbpmResult.NOT_CONFIRMED:
+        return "advice-no-hypertension"
+    if abpm_pending:
+        return "abpm-fitted"
+    if category is BpCategory.HIGH:
+        return "abpm-offered"
+    if category is BpCategory.LOW:
+        return "advice-low-bp"
+    return "advice-normal-bp"
+
+
+def needs_urgent_escalation(*, category: BpCategory, irregular_pulse: bool) -> bool:
+    return category is BpCategory.VERY_HIGH or irregular_pulse
+
+
+# ---- Pharmacy Contraception Service -------------------------------------------------------------
+
+COC_MAX_SYSTOLIC = (
+    139  # 140/90 or above: no COC under the PGD (GP Connect example 2: 142/90, no supply)
+)
+COC_MAX_DIASTOLIC = 89
+COC_MAX_BMI = 34.9  # BMI 35 or above: no COC under the PGD (UKMEC 3)
+
+
+def coc_supply_breaches(*, reading: Reading | None, bmi: float | None) -> list[RuleBreach]:
+    """Why combined oral contraception may not be supplied (empty when it may)."""
+    breaches = []
+    if reading is None:
+        breaches.append(RuleBreach("blood_pressure", "COC supply needs a blood pressure reading."))
+    elif reading.systolic > COC_MAX_SYSTOLIC or reading.diastolic > COC_MAX_DIASTOLIC:
+        breaches.append(
+            RuleBreach("blood_pressure", "Blood pressure 140/90 or above: COC is not supplied.")
+        )
+    if bmi is None:
+        breaches.append(RuleBreach("bmi", "COC supply needs a BMI."))
+    elif bmi > COC_MAX_BMI:
+        breaches.append(RuleBreach("bmi", "BMI 35 or above: COC is not supplied."))
     return breaches

@@ -65,6 +65,7 @@ def record_event(
     from_status: S | None = None,
     to_status: S | None = None,
     detail: dict[str, Any] | None = None,
+    notify_referrer: bool | None = None,
 ) -> None:
     session.add(
         ReferralEvent(
@@ -76,7 +77,9 @@ def record_event(
             actor_subject=caller.subject,
             actor_org=caller.org,
             actor_role=caller.role,
-            notify_referrer=to_status in NOTIFY_REFERRER,
+            notify_referrer=to_status in NOTIFY_REFERRER
+            if notify_referrer is None
+            else notify_referrer,
             detail=detail,
         )
     )
@@ -92,8 +95,10 @@ def apply_transition(
     action: str,
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> None:
-    """Move the referral to `target` if it is still at `expected_version` (flush only)."""
+    """Move the referral to `target` if it is still at `expected_version` (flush only);
+    `values` are other columns changed in the same compare-and-set."""
     if expected_version is None:
         raise PreconditionRequired("Send If-Match with the referral's ETag, or a version field.")
     if expected_version != referral.version:
@@ -105,7 +110,13 @@ def apply_transition(
     changed = session.execute(
         update(Referral)
         .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
-        .values(status=target, status_reason=reason, version=expected_version + 1, updated_at=now)
+        .values(
+            status=target,
+            status_reason=reason,
+            version=expected_version + 1,
+            updated_at=now,
+            **(values or {}),
+        )
     )
     if changed.rowcount != 1:  # type: ignore[attr-defined]
         raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
@@ -321,4 +332,40 @@ def read_history(*, session: Session, referral: Referral) -> ReferralHistory:
         reference=referral.reference,
         status=referral.status,
         events=[ReferralEventPublic.model_validate(e) for e in events],
+    )
+
+
+def record_progress(
+    *,
+    session: Session,
+    referral: Referral,
+    caller: User,
+    expected_version: int | None,
+    action: str,
+    detail: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """A change that keeps the state (e.g. a DMS stage recorded): same version rules, one event."""
+    if expected_version is None:
+        raise PreconditionRequired("Send If-Match with the referral's ETag, or a version field.")
+    if expected_version != referral.version:
+        raise PreconditionFailed(
+            f"The referral is at version {referral.version}, not {expected_version}; reload it and retry."
+        )
+    changed = session.execute(
+        update(Referral)
+        .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
+        .values(version=expected_version + 1, updated_at=utc_now(), **(values or {}))
+    )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
+    record_event(
+        session=session,
+        referral_id=referral.id,
+        caller=caller,
+        action=action,
+        version=expected_version + 1,
+        from_status=referral.status,
+        to_status=referral.status,
+        detail=detail,
     )

@@ -5,8 +5,10 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, case, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -24,6 +26,7 @@ from app.core.errors import (
 from app.db.base import utc_now
 from app.models.enums import (
     ContraceptiveType,
+    DueState,
     Intake,
     OrgKind,
     Pathway,
@@ -47,6 +50,8 @@ from app.models.user import User
 from app.services import clinical_rules, lifecycle
 from app.services import organisations as organisation_service
 from app.services.references import new_reference
+
+URGENT = "urgent"  # the priority the pharmacy inbox puts first
 
 ROLE_KIND = {
     Role.GP_PRACTICE: OrgKind.GP_PRACTICE,
@@ -393,22 +398,75 @@ def get_visible_referral(*, session: Session, referral_id: str, caller: User) ->
     return referral
 
 
-def encode_cursor(moment: datetime, referral_id: uuid.UUID) -> str:
-    return (
-        base64.urlsafe_b64encode(f"{moment.isoformat()}|{referral_id}".encode())
-        .decode()
-        .rstrip("=")
-    )
+class ReferralOrder(StrEnum):
+    """The orders list_referrals pages through; each ends in the id, so it is total."""
+
+    NEWEST = "newest"  # created_at descending: the referrer's tracking view
+    URGENCY = "urgency"  # urgent first, then the soonest due: the pharmacy's inbox
+    LAST_UPDATED = "last-updated"  # updated_at ascending: FHIR _lastUpdated polling
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+SortValue = int | datetime | uuid.UUID
+
+
+def _urgency_rank() -> ColumnElement[int]:
+    return case((col(Referral.priority) == URGENT, 0), else_=1)
+
+
+def _sort_keys(order: ReferralOrder) -> list[tuple[SQLColumnExpression[Any], bool]]:
+    """(expression, ascending) pairs, most significant first."""
+    if order is ReferralOrder.URGENCY:
+        return [(_urgency_rank(), True), (col(Referral.due_at), True), (col(Referral.id), True)]
+    if order is ReferralOrder.LAST_UPDATED:
+        return [(col(Referral.updated_at), True), (col(Referral.id), True)]
+    return [(col(Referral.created_at), False), (col(Referral.id), False)]
+
+
+def _sort_values(order: ReferralOrder, referral: Referral) -> tuple[SortValue, ...]:
+    if order is ReferralOrder.URGENCY:
+        rank = 0 if referral.priority == URGENT else 1
+        return rank, referral.due_at, referral.id
+    if order is ReferralOrder.LAST_UPDATED:
+        return referral.updated_at, referral.id
+    return referral.created_at, referral.id
+
+
+def _after(
+    keys: list[tuple[SQLColumnExpression[Any], bool]], values: tuple[SortValue, ...]
+) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the order `keys` (the keyset condition, expanded)."""
+    clauses = []
+    for i, (expr, ascending) in enumerate(keys):
+        ties = [key == value for (key, _), value in zip(keys[:i], values[:i], strict=True)]
+        clauses.append(and_(*ties, expr > values[i] if ascending else expr < values[i]))
+    return or_(*clauses)
+
+
+def encode_cursor(values: tuple[SortValue, ...]) -> str:
+    text = "|".join(v.isoformat() if isinstance(v, datetime) else str(v) for v in values)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _instant(text: str) -> datetime:
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        raise ValueError("cursor instant has no offset")
+    return instant
+
+
+def decode_cursor(cursor: str, order: ReferralOrder) -> tuple[SortValue, ...]:
+    """The sort values of the last row of the previous page: `instant|id`, or for the urgency
+    order `rank|due_at|id` (so a cursor from one order is refused by the other)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        moment, referral_id = base64.urlsafe_b64decode(padded).decode().split("|")
-        instant = datetime.fromisoformat(moment)
-        if instant.tzinfo is None:
-            raise ValueError("cursor instant has no offset")
-        return instant, uuid.UUID(referral_id)
+        parts = base64.urlsafe_b64decode(padded).decode().split("|")
+        if order is ReferralOrder.URGENCY:
+            rank, due_at, referral_id = parts
+            if rank not in ("0", "1"):
+                raise ValueError("unknown urgency rank")
+            return int(rank), _instant(due_at), uuid.UUID(referral_id)
+        moment, referral_id = parts
+        return _instant(moment), uuid.UUID(referral_id)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The paging cursor is not valid.") from exc
 
@@ -422,6 +480,7 @@ class ReferralFilter:
     updated_after: datetime | None = None
     updated_from: datetime | None = None
     updated_before: datetime | None = None
+    due: DueState | None = None
 
 
 def list_referrals(
@@ -431,9 +490,9 @@ def list_referrals(
     filters: ReferralFilter,
     cursor: str | None,
     limit: int,
-    order_by_updated: bool = False,
+    order: ReferralOrder = ReferralOrder.NEWEST,
 ) -> tuple[list[Referral], str | None]:
-    """Referrals the caller may see, newest first (or oldest update first), keyset paged."""
+    """Referrals the caller may see, in `order`, keyset paged."""
     query = _visible(select(Referral), caller)
     if filters.status is not None:
         query = query.where(Referral.status == filters.status)
@@ -449,30 +508,22 @@ def list_referrals(
         query = query.where(col(Referral.updated_at) >= filters.updated_from)
     if filters.updated_before is not None:
         query = query.where(col(Referral.updated_at) < filters.updated_before)
-    moment_col = col(Referral.updated_at) if order_by_updated else col(Referral.created_at)
-    id_col = col(Referral.id)
+    if filters.due is not None:
+        now = utc_now()
+        due_at = col(Referral.due_at)
+        query = query.where(
+            col(Referral.status).in_(sorted(lifecycle.OPEN)),
+            due_at > now if filters.due is DueState.DUE else due_at <= now,
+        )
+    keys = _sort_keys(order)
     if cursor is not None:
-        moment, last_id = decode_cursor(cursor)
-        if order_by_updated:
-            query = query.where(
-                (moment_col > moment) | ((moment_col == moment) & (id_col > last_id))
-            )
-        else:
-            query = query.where(
-                (moment_col < moment) | ((moment_col == moment) & (id_col < last_id))
-            )
-    if order_by_updated:
-        query = query.order_by(moment_col.asc(), id_col.asc())
-    else:
-        query = query.order_by(moment_col.desc(), id_col.desc())
+        query = query.where(_after(keys, decode_cursor(cursor, order)))
+    query = query.order_by(*(expr.asc() if ascending else expr.desc() for expr, ascending in keys))
     rows = list(session.exec(query.limit(limit + 1)).all())
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor(
-            last.updated_at if order_by_updated else last.created_at, last.id
-        )
+        next_cursor = encode_cursor(_sort_values(order, page[-1]))
     return page, next_cursor
 
 

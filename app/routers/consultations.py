@@ -1,0 +1,85 @@
+"""Consultation records for a referral (JSON)."""
+
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Body, Header, Response
+from pydantic import BaseModel
+
+from app.auth.deps import Pharmacy
+from app.db.session import SessionDep
+from app.models.consultation import (
+    BloodPressureConsultationIn,
+    ConsultationIn,
+    ConsultationPublic,
+    ContraceptionConsultationIn,
+    DmsStageIn,
+    PharmacyFirstConsultationIn,
+)
+from app.routers.deps import VisibleReferral, etag, expected_version
+from app.routers.examples import error_responses
+from app.services import consultations as consultation_service
+
+router = APIRouter(prefix="/api/v1/referrals", tags=["consultations"])
+
+
+def _example(model: type[BaseModel]) -> dict[str, Any]:
+    extra = model.model_config.get("json_schema_extra")
+    assert isinstance(extra, dict)
+    return cast(dict[str, Any], extra["example"])
+
+
+_EXAMPLES = {
+    _example(model)["service"]: {"summary": title, "value": _example(model)}
+    for model, title in (
+        (PharmacyFirstConsultationIn, "Pharmacy First: sore throat, supply under the PGD"),
+        (BloodPressureConsultationIn, "Blood pressure: clinic readings and a returned ABPM"),
+        (ContraceptionConsultationIn, "Contraception: ongoing COC supply"),
+        (DmsStageIn, "DMS stage 1: reconciliation"),
+    )
+}
+_LIST_EXAMPLE = [_example(ConsultationPublic)]
+
+
+@router.post(
+    "/{referral_id}/consultation",
+    response_model=ConsultationPublic,
+    status_code=201,
+    responses=error_responses(400, 401, 403, 404, 409, 412, 422, 428),
+)
+def create_consultation(
+    session: SessionDep,
+    user: Pharmacy,
+    referral: VisibleReferral,
+    response: Response,
+    consultation_in: Annotated[ConsultationIn, Body(openapi_examples=_EXAMPLES)],
+    if_match: Annotated[
+        str | None, Header(description='The ETag from the last read, e.g. W/"2"')
+    ] = None,
+) -> ConsultationPublic:
+    """Record the consultation (a DMS stage) and complete the referral when it ends the service."""
+    version = expected_version(if_match, consultation_in.version)
+    consultation, updated = consultation_service.record_consultation(
+        session=session,
+        referral=referral,
+        caller=user,
+        consultation_in=consultation_in,
+        version=version,
+    )
+    response.headers["ETag"] = etag(updated.version)
+    public = ConsultationPublic.model_validate(consultation)
+    return public.model_copy(
+        update={"referral_status": updated.status, "referral_version": updated.version}
+    )
+
+
+@router.get(
+    "/{referral_id}/consultations",
+    response_model=list[ConsultationPublic],
+    responses={
+        200: {"content": {"application/json": {"example": _LIST_EXAMPLE}}},
+        **error_responses(401, 403, 404),
+    },
+)
+def read_consultations(session: SessionDep, referral: VisibleReferral) -> list[ConsultationPublic]:
+    """The consultations recorded for a referral, oldest first."""
+    return consultation_service.list_consultations(session=session, referral=referral)
