@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from app.core.config import settings
 from app.db.session import engine
 from app.middleware import RequestContextMiddleware
-from app.routers import consultations, errors, fhir, health, organisations, referrals
+from app.routers import consultations, deliveries, errors, fhir, health, organisations, referrals
 from app.services import sweep
 
 DESCRIPTION = """
@@ -63,6 +63,7 @@ def create_app() -> FastAPI:
     app.include_router(organisations.router)
     app.include_router(referrals.router)
     app.include_router(consultations.router)
+    app.include_router(deliveries.router)
     app.include_router(fhir.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

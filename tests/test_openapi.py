@@ -63,8 +63,12 @@ def test_operation_documents_a_client_error(name: str) -> None:
     assert any(str(code).startswith("4") for code in codes), f"{name} lists no 4xx response"
 
 
+# Commands on an existing resource whose path says everything (no body to send).
+BODYLESS_POSTS = {"POST /api/v1/deliveries/{delivery_id}/retry"}
+
+
 def test_every_post_operation_has_a_request_body() -> None:
-    posts = [name for name in OPERATIONS if name.startswith("POST ")]
+    posts = [name for name in OPERATIONS if name.startswith("POST ") and name not in BODYLESS_POSTS]
 
     assert posts
     for name in posts:

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=60.0, ge=0)  # 0: no in-process sweep
     sweep_batch_size: int = Field(default=100, ge=1)
     abpm_return_days: int = 7
+    delivery_max_attempts: int = 8
+    delivery_base_backoff_seconds: float = 5.0
+    delivery_max_backoff_seconds: float = 3600.0
+    delivery_timeout_seconds: float = 10.0
+    delivery_lease_seconds: float = 60.0
+    delivery_batch_size: int = 50
+    delivery_allow_http: bool = True  # plain http only to loopback addresses; https anywhere
     page_size_default: int = 50
     page_size_max: int = 200
     public_base_url: str = "http://localhost:8000"

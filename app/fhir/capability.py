@@ -39,6 +39,20 @@ def capability_statement(
                             ],
                         },
                         {
+                            "type": "Task",
+                            "documentation": "The receiving pharmacy's work on a referral: one "
+                            "Task per referral (id = the referral id); a forwarded referral's "
+                            "Task is based on its own ServiceRequest and the one it came from.",
+                            "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "searchParam": [
+                                {
+                                    "name": "based-on",
+                                    "type": "reference",
+                                    "documentation": "Required: ServiceRequest/{id}.",
+                                }
+                            ],
+                        },
+                        {
                             "type": "Organization",
                             "interaction": [{"code": "read"}, {"code": "search-type"}],
                             "searchParam": [{"name": "identifier", "type": "token"}],

@@ -16,6 +16,7 @@ from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.reference import Reference
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.task import Task
 
 FHIR_VERSION = "4.0.1"
 
@@ -36,5 +37,6 @@ __all__ = [
     "Reference",
     "Resource",
     "ServiceRequest",
+    "Task",
     "get_fhir_model_class",
 ]

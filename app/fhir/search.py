@@ -1,5 +1,6 @@
 """FHIR search parameter parsing (pure)."""
 
+import re
 from datetime import UTC, date, datetime, time
 
 from app.core.errors import BadRequest, Issue
@@ -7,6 +8,7 @@ from app.fhir.service_request import STATUS_TO_FHIR
 from app.models.enums import ReferralStatus
 
 PREFIXES = ("gt", "ge", "lt", "le", "eq")
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def parse_date_param(name: str, value: str) -> tuple[str, datetime]:
@@ -36,3 +38,15 @@ def statuses_for(fhir_status: str) -> frozenset[ReferralStatus]:
             issues=[Issue("code-invalid", "Unknown status code.", "status")],
         )
     return matching
+
+
+def parse_reference_param(name: str, value: str, resource_type: str, *, base_url: str) -> str:
+    """`based-on=ServiceRequest/{id}` (or the same under this server's base URL) -> the id."""
+    relative = value.removeprefix(f"{base_url.rstrip('/')}/")
+    kind, _, resource_id = relative.partition("/")
+    if kind != resource_type or not FHIR_ID.fullmatch(resource_id):
+        raise BadRequest(
+            f"{name} must be a reference to a {resource_type}: {resource_type}/<id>.",
+            issues=[Issue("invalid", f"{name} is not a {resource_type} reference.", name)],
+        )
+    return resource_id

@@ -1,4 +1,4 @@
-"""FHIR R4 endpoints: BaRS $process-message, ServiceRequest and Organization reads, metadata."""
+"""FHIR R4 endpoints: BaRS $process-message, ServiceRequest, Task and Organization reads, metadata."""
 
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ from app.db.session import SessionDep
 from app.fhir import organization as organization_fhir
 from app.fhir import search, systems
 from app.fhir import service_request as service_request_fhir
+from app.fhir import task as task_fhir
 from app.fhir.capability import capability_statement
 from app.fhir.responses import FHIR_JSON, FHIRResponse
 from app.routers.deps import RawBody, VisibleReferral
@@ -150,6 +151,43 @@ def search_service_requests(
     return FHIRResponse(
         service_request_fhir.to_searchset(page, self_url=self_url, next_url=next_url)
     )
+
+
+@router.get(
+    "/Task/{referral_id}",
+    responses={**fhir_response("Task"), **OPERATION_OUTCOME_RESPONSES},
+)
+def read_task(referral: VisibleReferral) -> FHIRResponse:
+    """The receiving pharmacy's work on a referral as a FHIR Task (id = the referral id)."""
+    return FHIRResponse(task_fhir.task_json(referral))
+
+
+@router.get(
+    "/Task",
+    responses={**fhir_response("Bundle", "Task searchset"), **OPERATION_OUTCOME_RESPONSES},
+)
+def search_tasks(
+    request: Request,
+    session: SessionDep,
+    user: PatientDataReader,
+    based_on: Annotated[
+        str,
+        Query(
+            alias="based-on",
+            max_length=300,
+            description="ServiceRequest/{id}: the referral's Task, and the Task of the referral "
+            "it was forwarded as",
+        ),
+    ],
+) -> FHIRResponse:
+    """The pharmacy work on a referral as Tasks (empty for a referral the caller may not see)."""
+    referral_id = search.parse_reference_param(
+        "based-on", based_on, "ServiceRequest", base_url=f"{settings.public_base_url}/fhir"
+    )
+    referrals = referral_service.list_referral_and_forwards(
+        session=session, referral_id=referral_id, caller=user
+    )
+    return FHIRResponse(task_fhir.searchset_json(referrals, self_url=str(request.url)))
 
 
 @router.get(

@@ -79,8 +79,60 @@ _ORGANIZATION_EXAMPLE: dict[str, Any] = {
     "name": "Oak Lane Surgery",
     "partOf": {"identifier": {"system": _ODS, "value": "U00001"}},
 }
+_TASK_EXAMPLE: dict[str, Any] = {
+    "resourceType": "Task",
+    "id": "2803eae0-9fb1-4197-a497-7f04b58ea75f",
+    "meta": {"versionId": "2", "lastUpdated": "2026-11-22T10:15:00Z"},
+    "identifier": [
+        {"system": "https://pharmref.nhs.example/Id/referral-reference", "value": "BP-7NG49-TK37B"}
+    ],
+    "basedOn": [{"reference": "ServiceRequest/2803eae0-9fb1-4197-a497-7f04b58ea75f"}],
+    "status": "accepted",
+    "businessStatus": {
+        "coding": [
+            {
+                "system": "https://pharmref.nhs.example/CodeSystem/referral-status",
+                "code": "accepted",
+                "display": "Accepted by the pharmacy",
+            }
+        ],
+        "text": "Accepted by the pharmacy",
+    },
+    "intent": "order",
+    "priority": "routine",
+    "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+    "focus": {"reference": "ServiceRequest/2803eae0-9fb1-4197-a497-7f04b58ea75f"},
+    "for": {
+        "type": "Patient",
+        "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"},
+    },
+    "authoredOn": "2026-11-22T09:00:00Z",
+    "lastModified": "2026-11-22T10:15:00Z",
+    "requester": {"type": "Organization", "identifier": {"system": _ODS, "value": "A81001"}},
+    "owner": {"type": "Organization", "identifier": {"system": _ODS, "value": "FA001"}},
+    "restriction": {"period": {"end": "2026-11-29T09:00:00Z"}},
+}
 EXAMPLES: dict[str, dict[str, Any]] = {
     "ServiceRequest": _SERVICE_REQUEST_EXAMPLE,
+    "Task": _TASK_EXAMPLE,
+    "Task searchset": {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 1,
+        "link": [
+            {
+                "relation": "self",
+                "url": "http://localhost:8000/fhir/Task?based-on=ServiceRequest/2803eae0-9fb1-4197-a497-7f04b58ea75f",
+            }
+        ],
+        "entry": [
+            {
+                "fullUrl": "Task/2803eae0-9fb1-4197-a497-7f04b58ea75f",
+                "resource": _TASK_EXAMPLE,
+                "search": {"mode": "match"},
+            }
+        ],
+    },
     "Organization": _ORGANIZATION_EXAMPLE,
     "CapabilityStatement": {
         "resourceType": "CapabilityStatement",

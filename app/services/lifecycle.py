@@ -106,6 +106,8 @@ def apply_transition(
             f"The referral is at version {referral.version}, not {expected_version}; reload it and retry."
         )
     check_transition(referral.status, target)
+    # The ORM update below also updates `referral` in the session: keep the state it leaves.
+    previous = referral.status
     now = utc_now()
     changed = session.execute(
         update(Referral)
@@ -126,7 +128,7 @@ def apply_transition(
         caller=caller,
         action=action,
         version=expected_version + 1,
-        from_status=referral.status,
+        from_status=previous,
         to_status=target,
         detail={k: v for k, v in {"reason": reason, **(detail or {})}.items() if v is not None}
         or None,

@@ -398,6 +398,25 @@ def get_visible_referral(*, session: Session, referral_id: str, caller: User) ->
     return referral
 
 
+def list_referral_and_forwards(
+    *, session: Session, referral_id: str, caller: User
+) -> list[Referral]:
+    """The referral and the referral it was forwarded as, as far as the caller may see them;
+    nothing at all when the caller may not see the referral itself."""
+    try:
+        referral = get_visible_referral(session=session, referral_id=referral_id, caller=caller)
+    except NotFound:
+        return []
+    if referral.status is not ReferralStatus.FORWARDED:  # only forwarding makes a new referral
+        return [referral]
+    forwards = session.exec(
+        _visible(
+            select(Referral).where(Referral.forwarded_from_id == referral.id), caller
+        ).order_by(col(Referral.created_at), col(Referral.id))
+    ).all()
+    return [referral, *forwards]
+
+
 class ReferralOrder(StrEnum):
     """The orders list_referrals pages through; each ends in the id, so it is total."""
 

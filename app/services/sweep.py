@@ -69,9 +69,10 @@ def sweep_actor(pharmacy_ods: str) -> User:
 
 
 def _claim(query: SelectOfScalar[Referral], limit: int) -> SelectOfScalar[Referral]:
-    """The oldest `limit` matching rows, locked for this transaction where the database can
-    (PostgreSQL), skipping rows another sweep holds; populate_existing so a referral already in
-    the session is read as it is now."""
+    """The oldest `limit` matching rows. PostgreSQL locks them for this transaction and skips
+    rows another sweep holds; SQLAlchemy's SQLite dialect leaves FOR UPDATE out altogether
+    (SQLite locks the whole database for a writer; tests/services/test_sweep.py checks both).
+    populate_existing: a referral already in the session is read as it is now."""
     return (
         query.order_by(col(Referral.due_at), col(Referral.id))
         .limit(limit)

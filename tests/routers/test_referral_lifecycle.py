@@ -279,3 +279,18 @@ def test_decline_is_addressed_to_the_referrer(client: TestClient, session: Sessi
     assert event.notify_referrer is True
     assert event.detail == {"reason": "No pharmacist today", "reason_code": "no-capacity"}
     assert (event.actor_org, event.actor_role, event.version) == ("FA001", Role.PHARMACY, 2)
+
+
+def test_events_record_the_state_each_transition_left(client: TestClient, session: Session) -> None:
+    referral = make_referral(session)
+    act(client, referral, "accept")
+    session.refresh(referral)
+    act(client, referral, "return")
+
+    history = client.get(f"/api/v1/referrals/{referral.id}/history", headers=GP).json()
+
+    assert [(e["from_status"], e["to_status"]) for e in history["events"]] == [
+        (None, "received"),
+        ("received", "accepted"),
+        ("accepted", "returned"),
+    ]

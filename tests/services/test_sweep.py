@@ -7,13 +7,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import anyio
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import create_engine, delete, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -109,7 +108,8 @@ def test_received_referral_is_closed_as_no_contact_after_the_grace_period(
     )
     assert closed.notify_referrer is True
     assert closed.actor_subject == "pharmref:sweep"
-    assert closed.detail is not None and closed.detail["automatic"] is True
+    assert closed.detail is not None
+    assert closed.detail["automatic"] is True
 
 
 def test_closing_takes_precedence_when_both_timeframes_have_passed(session: Session) -> None:
@@ -212,9 +212,11 @@ def test_overdue_mark_keeps_the_pharmacists_etag_valid(
 
 def test_rows_are_claimed_with_skip_locked_on_postgresql_only() -> None:
     query = sweep.overdue_query(now=utc_now(), limit=5)
+    on_postgresql = create_engine("postgresql+psycopg://nobody@localhost/none").dialect
+    on_sqlite = create_engine("sqlite://").dialect
 
-    assert "FOR UPDATE SKIP LOCKED" in str(query.compile(dialect=postgresql.dialect()))
-    assert "FOR UPDATE" not in str(query.compile(dialect=sqlite.dialect()))
+    assert "FOR UPDATE SKIP LOCKED" in str(query.compile(dialect=on_postgresql))
+    assert "FOR UPDATE" not in str(query.compile(dialect=on_sqlite))
 
 
 # ---- committed rows: several sessions at once ------------------------------------------------

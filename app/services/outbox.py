@@ -1,0 +1,58 @@
+"""The transactional outbox: messages to GP systems are rows written in the same transaction as the
+change they report, so a rolled-back change sends nothing and a committed one is never forgotten."""
+
+from collections.abc import Callable
+
+from sqlmodel import Session, col, select
+
+from app.models.delivery import DeliveryStatus, Endpoint, MessageFormat, OutboxMessage
+from app.models.referral import Referral
+
+URGENT, ROUTINE = 0, 1
+
+
+def recipients(referral: Referral) -> list[str]:
+    """Who hears about a referral: the referrer, and the patient's registered practice."""
+    found = [referral.referrer_ods]
+    if referral.patient_practice_ods and referral.patient_practice_ods not in found:
+        found.append(referral.patient_practice_ods)
+    return found
+
+
+def enqueue(
+    *,
+    session: Session,
+    referral: Referral,
+    kind: str,
+    priority: int,
+    render: Callable[[MessageFormat], str | None],
+) -> int:
+    """Add one outbox row per active endpoint of each recipient (flush only; the caller commits).
+
+    `render` gives the body for an endpoint's format, or None when that format cannot carry the
+    message (e.g. DMS has no GP Connect Update Record form): such endpoints get the FHIR R4 form.
+    """
+    endpoints = session.exec(
+        select(Endpoint)
+        .where(col(Endpoint.org_ods).in_(recipients(referral)), col(Endpoint.active).is_(True))
+        .order_by(col(Endpoint.created_at))
+    ).all()
+    for endpoint in endpoints:
+        fmt = endpoint.format
+        body = render(fmt)
+        if body is None:
+            fmt, body = MessageFormat.R4, render(MessageFormat.R4)
+        assert body is not None
+        session.add(
+            OutboxMessage(
+                endpoint_id=endpoint.id,
+                recipient_ods=endpoint.org_ods,
+                referral_id=referral.id,
+                kind=kind,
+                priority=priority,
+                format=fmt,
+                body=body,
+                status=DeliveryStatus.PENDING,
+            )
+        )
+    return len(endpoints)
