@@ -39,7 +39,7 @@ from app.fhir import systems
 from app.fhir.raw_checks import check_raw_resource
 from app.fhir.resources import Bundle, get_fhir_model_class
 from app.models.enums import ContraceptiveType, Pathway, Service, Sex
-from app.services.referrals import NewReferral
+from app.models.intake import NewReferral
 from app.services.validation import nhs_number_is_valid, snomed_code_is_valid
 
 Json = dict[str, Any]

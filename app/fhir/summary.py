@@ -234,7 +234,8 @@ class BpReading:
     pulse: int | None
     irregular_pulse: bool
     measured_at: datetime
-    category: str | None  # pharmref's clinic category, on the reading it was derived from
+    category: str | None  # pharmref's category, on the reading it was derived from
+    category_basis: str = "Blood pressure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,9 @@ def _outcome_text(code: str) -> str:
     return OUTCOME_TEXT.get(code, code)
 
 
+CLINIC_BASIS = "Clinic blood pressure (the lower of the last two readings)"
+
+
 def _bp_readings(
     record: ConsultationRecord, derived: dict[str, Any], consulted: datetime
 ) -> list[BpReading]:
@@ -327,6 +331,7 @@ def _bp_readings(
                 irregular_pulse=r.irregular_pulse,
                 measured_at=_aware(r.measured_at or consulted),
                 category=derived.get("category") if index == chosen else None,
+                category_basis=CLINIC_BASIS,
             )
             for index, r in enumerate(record.clinic_readings)
         ]
@@ -476,7 +481,7 @@ def _observation_lines(
         lines.append(line + f", {reading.measured_at.isoformat()}.")
         if reading.category is not None:
             lines.append(
-                f"Clinic blood pressure {reading.systolic}/{reading.diastolic} mmHg: "
+                f"{reading.category_basis} {reading.systolic}/{reading.diastolic} mmHg: "
                 f"{BP_CATEGORY_TEXT.get(reading.category, reading.category)} (pharmref)."
             )
     if abpm is not None:
@@ -498,7 +503,7 @@ def _medicine_lines(supply: Supply | None) -> list[str]:
         line += f": {json_number(supply.quantity)} {supply.unit or ''}".rstrip()
     if supply.months is not None:
         line += f": {supply.months} months' supply"
-    lines = [line + ", supplied under a patient group direction."]
+    lines = [line + ". Supplied under a patient group direction."]
     if supply.dose:
         lines.append(f"Dose: {supply.dose}")
     return lines
@@ -769,13 +774,10 @@ def _observations(ids: _Ids, facts: Facts, referral: Referral) -> list[Json]:
             if reading.category in BP_CATEGORY_INTERPRETATION:
                 code, display = BP_CATEGORY_INTERPRETATION[reading.category]
                 bp["interpretation"] = _interpretation(
-                    code, display, f"Clinic blood pressure {category_text}"
+                    code, display, f"Blood pressure category: {category_text}"
                 )
             bp["note"] = [
-                {
-                    "text": f"Clinic blood pressure (lower of the last two readings): "
-                    f"{category_text}; derived by pharmref."
-                }
+                {"text": f"{reading.category_basis}: {category_text}; derived by pharmref."}
             ]
         bp["component"] = [
             {

@@ -260,7 +260,7 @@ def _observations(doc: _Doc, facts: Facts) -> list[Json]:
         bp = _observation(doc, f"bp-{index}", BP_HEADER, effective, recorded)
         if reading.category is not None:
             bp["comment"] = (
-                "Clinic blood pressure (lower of the last two readings): "
+                f"{reading.category_basis}: "
                 f"{BP_CATEGORY_TEXT.get(reading.category, reading.category)}; derived by pharmref."
             )
         bp["component"] = [

@@ -7,17 +7,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.core.errors import AppError, Forbidden, InvalidTransition, Issue, Unprocessable
 from app.db.base import utc_now
+from app.fhir.notification import notification_json
 from app.models.enums import OrgKind, Role
 from app.models.enums import ReferralStatus as S
 from app.models.event import ReferralEvent, ReferralEventPublic, ReferralHistory
 from app.models.referral import Referral
 from app.models.user import User
 from app.services import organisations as organisation_service
+from app.services import outbox
 from app.services.references import new_reference
 
 TRANSITIONS: dict[S, frozenset[S]] = {
@@ -67,6 +70,7 @@ def record_event(
     detail: dict[str, Any] | None = None,
     notify_referrer: bool | None = None,
 ) -> None:
+    notify = to_status in NOTIFY_REFERRER if notify_referrer is None else notify_referrer
     session.add(
         ReferralEvent(
             referral_id=referral_id,
@@ -77,11 +81,29 @@ def record_event(
             actor_subject=caller.subject,
             actor_org=caller.org,
             actor_role=caller.role,
-            notify_referrer=to_status in NOTIFY_REFERRER
-            if notify_referrer is None
-            else notify_referrer,
+            notify_referrer=notify,
             detail=detail,
         )
+    )
+    if notify:
+        _notify_referrer(session=session, referral_id=referral_id, action=action, detail=detail)
+
+
+def _notify_referrer(
+    *, session: Session, referral_id: uuid.UUID, action: str, detail: dict[str, Any] | None
+) -> None:
+    """Queue the event for the referrer's systems in this same transaction (the outbox)."""
+    referral = session.get(Referral, referral_id)
+    assert referral is not None
+    body = orjson.dumps(
+        notification_json(referral=referral, action=action, detail=detail, now=utc_now())
+    ).decode()
+    outbox.enqueue(
+        session=session,
+        referral=referral,
+        kind=action,
+        priority=outbox.URGENT if action == "urgent-escalation" else outbox.ROUTINE,
+        render=lambda _fmt: body,
     )
 
 

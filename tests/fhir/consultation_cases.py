@@ -1,4 +1,5 @@
-"""In-memory referrals and consultations for the summary mappers, one per service scenario.
+"""In-memory referrals and consultations for the summary mappers, one per service scenario, and
+the JSON walkers their tests share.
 
 The `record` dicts are what `record_consultation` stores (the validated input schema dumped as
 JSON) and `derived` holds what app/services/consultations.py computes for that record.
@@ -6,6 +7,7 @@ JSON) and `derived` holds what app/services/consultations.py computes for that r
 
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -268,3 +270,27 @@ ALL_CASES = (
     dms_stage_1,
 )
 UPDATE_RECORD_CASES = ALL_CASES[:4]
+
+
+def walk(value: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from walk(item, f"{path}[{index}]")
+
+
+def codes(value: Any, system: str) -> list[str]:
+    return [
+        node["code"]
+        for _, node in walk(value)
+        if isinstance(node, dict) and node.get("system") == system and "code" in node
+    ]
+
+
+def check_no_nulls_or_empties(bundle: dict[str, Any]) -> None:
+    """FHIR JSON never carries null, "", [] or {} (fhir.resources would let some through)."""
+    empty = [path for path, value in walk(bundle) if value is None or value in ("", [], {})]
+    assert not empty, empty

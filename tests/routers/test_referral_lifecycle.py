@@ -4,9 +4,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from app.models.delivery import OutboxMessage
 from app.models.enums import ReferralStatus, Role, Service
 from app.models.event import ReferralEvent
 from app.models.referral import Referral
@@ -294,3 +296,53 @@ def test_events_record_the_state_each_transition_left(client: TestClient, sessio
         ("received", "accepted"),
         ("accepted", "returned"),
     ]
+
+
+def test_decline_is_queued_for_the_referrers_endpoint_in_the_same_transaction(
+    client: TestClient, session: Session
+) -> None:
+    registered = client.post(
+        "/api/v1/endpoints",
+        json={"url": "https://gp.example/inbox", "format": "fhir-r4", "secret": "x" * 32},
+        headers=GP,
+    )
+    assert registered.status_code == 201, registered.text
+    assert "secret" not in registered.json()
+    referral = make_referral(session)
+
+    act(client, referral, "decline")
+
+    deliveries = client.get("/api/v1/deliveries", headers=GP).json()["data"]
+    assert [(d["kind"], d["status"], d["priority"]) for d in deliveries] == [
+        ("declined", "pending", 1)
+    ]
+    row = session.exec(select(OutboxMessage).where(OutboxMessage.referral_id == referral.id)).one()
+    bundle = Bundle.model_validate_json(row.body)
+    resources = {e.resource.get_resource_type(): e.resource for e in bundle.entry}
+    assert resources["MessageHeader"].eventCoding.code == "declined"
+    assert resources["Task"].status == "rejected"
+    assert resources["ServiceRequest"].status == "revoked"
+    assert (
+        client.get("/api/v1/deliveries", headers=auth(Role.GP_PRACTICE, "A81002")).json()["data"]
+        == []
+    )
+
+
+def test_accept_is_not_pushed(client: TestClient, session: Session) -> None:
+    client.post(
+        "/api/v1/endpoints",
+        json={"url": "https://gp.example/inbox", "secret": "x" * 32},
+        headers=GP,
+    )
+    referral = make_referral(session)
+
+    act(client, referral, "accept")
+
+    assert client.get("/api/v1/deliveries", headers=GP).json()["data"] == []
+
+
+@pytest.mark.parametrize("url", ["http://gp.example/inbox", "ftp://gp.example/inbox"])
+def test_endpoint_must_be_https(client: TestClient, url: str) -> None:
+    response = client.post("/api/v1/endpoints", json={"url": url, "secret": "x" * 32}, headers=GP)
+
+    assert response.status_code == 422
