@@ -116,6 +116,27 @@ def _export_openapi(args: argparse.Namespace) -> None:
     print(f"wrote {target}")
 
 
+def _worker(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+
+    from app.db.session import engine
+    from app.services import delivery
+
+    if args.once:
+        with delivery.make_client() as client:
+            sent = total = delivery.run_once(engine=engine, client=client)
+            while sent:
+                sent = delivery.run_once(engine=engine, client=client)
+                total += sent
+        print(f"sent: {total}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    delivery.run_worker(engine=engine, stop=stop, interval=args.interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pharmref", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_migrate)
+
+    worker = commands.add_parser("worker", help="deliver queued messages to GP systems")
+    worker.add_argument("--once", action="store_true", help="deliver what is due, then exit")
+    worker.add_argument("--interval", type=float, default=1.0, help="idle poll interval (s)")
+    worker.set_defaults(func=_worker)
     commands.add_parser("seed-demo", help="load the demo ICB directory").set_defaults(
         func=_seed_demo
     )

@@ -53,6 +53,7 @@ class Referral(SQLModel, table=True):
         Index("ix_referral_pharmacy_ods_status_due_at", "pharmacy_ods", "status", "due_at"),
         Index("ix_referral_referrer_ods_created_at", "referrer_ods", "created_at"),
         Index("ix_referral_updated_at", "updated_at"),
+        Index("ix_referral_status_due_at", "status", "due_at"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -93,7 +94,7 @@ class Referral(SQLModel, table=True):
     discharged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     discharge_medicines: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
-    forwarded_from_id: uuid.UUID | None = Field(default=None, foreign_key="referral.id")
+    forwarded_from_id: uuid.UUID | None = Field(default=None, foreign_key="referral.id", index=True)
     bars_bundle_id: str | None = Field(default=None, max_length=64)
     correlation_id: str | None = Field(default=None, max_length=64)
     authored_at: datetime = Field(sa_type=UTCDateTime)
