@@ -1042,7 +1042,7 @@ def summary_document_json(
     if dispense:
         resources.append(dispense)
     resources.append(outcome)
-    document_id = ids("document")
+    document_id = str(consultation.id)  # the Bundle is read at /fhir/Bundle/{consultation id}
     return {
         "resourceType": "Bundle",
         "id": document_id,

@@ -1,12 +1,15 @@
 """Consultation records for a referral (JSON)."""
 
+import uuid
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Body, Header, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel
 
 from app.auth.deps import Pharmacy
+from app.core.errors import Issue, NotSupported
 from app.db.session import SessionDep
+from app.fhir.responses import FHIRResponse
 from app.models.consultation import (
     BloodPressureConsultationIn,
     ConsultationIn,
@@ -15,9 +18,11 @@ from app.models.consultation import (
     DmsStageIn,
     PharmacyFirstConsultationIn,
 )
+from app.models.delivery import MessageFormat
 from app.routers.deps import VisibleReferral, etag, expected_version
 from app.routers.examples import error_responses
 from app.services import consultations as consultation_service
+from app.services import summaries
 
 router = APIRouter(prefix="/api/v1/referrals", tags=["consultations"])
 
@@ -83,3 +88,46 @@ def create_consultation(
 def read_consultations(session: SessionDep, referral: VisibleReferral) -> list[ConsultationPublic]:
     """The consultations recorded for a referral, oldest first."""
     return consultation_service.list_consultations(session=session, referral=referral)
+
+
+@router.get(
+    "/{referral_id}/summary",
+    response_class=FHIRResponse,
+    responses={
+        200: {
+            "description": "The consultation summary: a FHIR R4 document Bundle, or a GP Connect Update Record message",
+            "content": {
+                "application/fhir+json": {"example": {"resourceType": "Bundle", "type": "document"}}
+            },
+        },
+        **error_responses(401, 403, 404, 422),
+    },
+)
+def read_summary(
+    session: SessionDep,
+    referral: VisibleReferral,
+    format: Annotated[
+        MessageFormat | None,
+        Query(alias="_format", description="fhir-r4 (default) or gp-connect-update-record"),
+    ] = None,
+    accept: Annotated[str | None, Header()] = None,
+    consultation_id: Annotated[
+        uuid.UUID | None, Query(description="A DMS stage; default the latest")
+    ] = None,
+) -> FHIRResponse:
+    """The consultation summary for a referral, as the GP system takes it."""
+    fmt = format or (
+        MessageFormat.UPDATE_RECORD if accept and "fhirVersion=3.0" in accept else MessageFormat.R4
+    )
+    consultation = summaries.latest_consultation(
+        session=session, referral=referral, consultation_id=consultation_id
+    )
+    document = summaries.render(
+        session=session, referral=referral, consultation=consultation, fmt=fmt
+    )
+    if document is None:
+        raise NotSupported(
+            "This summary has no GP Connect Update Record form (DMS, or no NHS number): ask for fhir-r4.",
+            issues=[Issue("not-supported", "Use _format=fhir-r4.", "_format")],
+        )
+    return FHIRResponse(document)

@@ -16,6 +16,7 @@ from app.fhir import service_request as service_request_fhir
 from app.fhir import task as task_fhir
 from app.fhir.capability import capability_statement
 from app.fhir.responses import FHIR_JSON, FHIRResponse
+from app.models.delivery import MessageFormat
 from app.routers.deps import RawBody, VisibleReferral
 from app.routers.fhir_docs import (
     BUNDLE_SCHEMA,
@@ -23,7 +24,7 @@ from app.routers.fhir_docs import (
     PROCESS_MESSAGE_EXAMPLE,
     fhir_response,
 )
-from app.services import bars_intake
+from app.services import bars_intake, summaries
 from app.services import organisations as organisation_service
 from app.services import referrals as referral_service
 
@@ -237,3 +238,22 @@ def search_organizations(
     except NotFound:
         pass
     return FHIRResponse(organization_fhir.to_searchset(found, self_url=str(request.url)))
+
+
+@router.get(
+    "/Bundle/{bundle_id}",
+    responses={**fhir_response("Bundle", "summary document"), **OPERATION_OUTCOME_RESPONSES},
+)
+def read_bundle(
+    session: SessionDep,
+    user: PatientDataReader,
+    bundle_id: Annotated[str, Path(max_length=64)],
+    format: Annotated[
+        MessageFormat,
+        Query(alias="_format", description="fhir-r4 (default) or gp-connect-update-record"),
+    ] = MessageFormat.R4,
+) -> FHIRResponse:
+    """A consultation summary document Bundle (id = the consultation id)."""
+    return FHIRResponse(
+        summaries.read_summary_bundle(session=session, bundle_id=bundle_id, caller=user, fmt=format)
+    )

@@ -113,6 +113,17 @@ _TASK_EXAMPLE: dict[str, Any] = {
     "restriction": {"period": {"end": "2026-11-29T09:00:00Z"}},
 }
 EXAMPLES: dict[str, dict[str, Any]] = {
+    "summary document": {
+        "resourceType": "Bundle",
+        "id": "5a0c1f9e-8d0b-4a4f-9c55-0d3b2f0f6a11",
+        "type": "document",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:5a0c1f9e-8d0b-4a4f-9c55-0d3b2f0f6a12",
+                "resource": {"resourceType": "Composition"},
+            }
+        ],
+    },
     "ServiceRequest": _SERVICE_REQUEST_EXAMPLE,
     "Task": _TASK_EXAMPLE,
     "Task searchset": {

@@ -30,7 +30,7 @@ from app.models.enums import ContraceptiveType, Pathway, ReferralStatus, Role
 from app.models.referral import Referral
 from app.models.user import User
 from app.services import clinical_rules as rules
-from app.services import lifecycle
+from app.services import lifecycle, summaries
 
 
 @dataclass
@@ -354,6 +354,8 @@ def record_consultation(
             detail={"reason": assessment.escalation, "consultation_id": str(consultation.id)},
             notify_referrer=True,
         )
+    session.flush()
+    summaries.queue_summary(session=session, referral=referral, consultation=consultation)
     try:
         session.commit()
     except IntegrityError as exc:

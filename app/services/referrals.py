@@ -339,6 +339,12 @@ def _visible(query: SelectOfScalar[Referral], caller: User) -> SelectOfScalar[Re
         return query
     if caller.role is Role.PHARMACY:
         return query.where(Referral.pharmacy_ods == caller.org)
+    if caller.role is Role.GP_PRACTICE:
+        # A practice follows the referrals it made and those made for its registered patients.
+        return query.where(
+            (col(Referral.referrer_ods) == caller.org)
+            | (col(Referral.patient_practice_ods) == caller.org)
+        )
     return query.where(Referral.referrer_ods == caller.org)
 
 
