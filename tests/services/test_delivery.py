@@ -438,3 +438,11 @@ def test_end_to_end_worker_killed_between_send_and_record(
     assert (row.status, row.attempts) == (DeliveryStatus.DELIVERED, 2)
     assert receiver.requests == 2
     assert receiver.effects == {str(row.id): 1}
+
+
+def test_readme_signature_worked_example() -> None:
+    body = b'{"resourceType":"Bundle"}'
+
+    assert delivery.signature("a-long-random-shared-secret-of-32-chars", "1800000000", body) == (
+        "v1=ffc6505072c10da790e4d5775539b2889fec0c30917b4905fd4c520abce52d0e"
+    )
