@@ -107,6 +107,29 @@ def _notify_referrer(
     )
 
 
+def _require_version(referral: Referral, expected_version: int | None) -> int:
+    if expected_version is None:
+        raise PreconditionRequired("Send If-Match with the referral's ETag, or a version field.")
+    if expected_version != referral.version:
+        raise PreconditionFailed(
+            f"The referral is at version {referral.version}, not {expected_version}; reload it and retry."
+        )
+    return expected_version
+
+
+def _compare_and_set(
+    *, session: Session, referral: Referral, expected_version: int, values: dict[str, Any]
+) -> None:
+    """Write `values` and the next version only if nobody has changed the referral since it was read."""
+    changed = session.execute(
+        update(Referral)
+        .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
+        .values(version=expected_version + 1, updated_at=utc_now(), **values)
+    )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
+
+
 def apply_transition(
     *,
     session: Session,
@@ -121,35 +144,22 @@ def apply_transition(
 ) -> None:
     """Move the referral to `target` if it is still at `expected_version` (flush only);
     `values` are other columns changed in the same compare-and-set."""
-    if expected_version is None:
-        raise PreconditionRequired("Send If-Match with the referral's ETag, or a version field.")
-    if expected_version != referral.version:
-        raise PreconditionFailed(
-            f"The referral is at version {referral.version}, not {expected_version}; reload it and retry."
-        )
+    version = _require_version(referral, expected_version)
     check_transition(referral.status, target)
     # The ORM update below also updates `referral` in the session: keep the state it leaves.
     previous = referral.status
-    now = utc_now()
-    changed = session.execute(
-        update(Referral)
-        .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
-        .values(
-            status=target,
-            status_reason=reason,
-            version=expected_version + 1,
-            updated_at=now,
-            **(values or {}),
-        )
+    _compare_and_set(
+        session=session,
+        referral=referral,
+        expected_version=version,
+        values={"status": target, "status_reason": reason, **(values or {})},
     )
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
-        raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
     record_event(
         session=session,
         referral_id=referral.id,
         caller=caller,
         action=action,
-        version=expected_version + 1,
+        version=version + 1,
         from_status=previous,
         to_status=target,
         detail={k: v for k, v in {"reason": reason, **(detail or {})}.items() if v is not None}
@@ -370,25 +380,16 @@ def record_progress(
     values: dict[str, Any] | None = None,
 ) -> None:
     """A change that keeps the state (e.g. a DMS stage recorded): same version rules, one event."""
-    if expected_version is None:
-        raise PreconditionRequired("Send If-Match with the referral's ETag, or a version field.")
-    if expected_version != referral.version:
-        raise PreconditionFailed(
-            f"The referral is at version {referral.version}, not {expected_version}; reload it and retry."
-        )
-    changed = session.execute(
-        update(Referral)
-        .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
-        .values(version=expected_version + 1, updated_at=utc_now(), **(values or {}))
+    version = _require_version(referral, expected_version)
+    _compare_and_set(
+        session=session, referral=referral, expected_version=version, values=values or {}
     )
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
-        raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
     record_event(
         session=session,
         referral_id=referral.id,
         caller=caller,
         action=action,
-        version=expected_version + 1,
+        version=version + 1,
         from_status=referral.status,
         to_status=referral.status,
         detail=detail,
