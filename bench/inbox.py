@@ -559,8 +559,8 @@ def report(result: dict[str, Any]) -> str:
     cpu = result["cpu"]
     lines.append(
         f"\nCPU during timing (cores): server {cpu['server_cores']:.2f}, postgres "
-        f"{cpu['postgres_cores']:.2f}, other {cpu['other_cores']:.2f}; other load before "
-        f"{result['other_load_before']:.2f}"
+        f"{cpu['postgres_cores']:.2f}, client {cpu['loadgen_cores']:.2f}, other "
+        f"{cpu['other_cores']:.2f}; other load before {result['other_load_before']:.2f}"
     )
     busiest = result["explain"][0]
     lines += [
@@ -603,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=350, help="timed requests, all inboxes")
     parser.add_argument("--warmup", type=int, default=35, help="untimed requests first")
     parser.add_argument("--query", default=INBOX_QUERY, help="the query string to time")
+    parser.add_argument(
+        "--pyspy", action="store_true", help="record the server with py-spy while timing"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest-inbox")
     parser.add_argument("--quiet-wait", type=float, default=180.0)
     parser.add_argument("--quiet-threshold", type=float, default=0.15)
@@ -643,12 +646,27 @@ def main(argv: list[str] | None = None) -> int:
         bench_run.wait_healthy(f"http://127.0.0.1:{args.port}", server)
         quiet = bench_run.wait_for_quiet(server.pid, args.db, args.quiet_wait, args.quiet_threshold)
         print(f"other load before timing: {quiet:.2f} cores", flush=True)
+        pyspy = None
+        if args.pyspy:  # costs CPU: for a profile, not for the latency figures
+            cmd = [str(BIN / "py-spy"), "record", "--gil", "--subprocesses", "--pid"]
+            cmd += [str(server.pid), "-r", "250", "-f", "raw", "-o", str(args.out / "pyspy.txt")]
+            print("+", " ".join(cmd), flush=True)
+            pyspy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
         before = bench_run.snapshot()
-        timing = time_inbox(args, chosen, tokens)
+        client_cpu = intake.cpu_time()
+        try:
+            timing = time_inbox(args, chosen, tokens)
+        finally:
+            client_cpu = intake.cpu_time() - client_cpu
+            if pyspy is not None:
+                pyspy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                pyspy.wait(timeout=60)
         after = bench_run.snapshot()
         if server.poll() is not None:
             raise SystemExit(f"the server died while timing (status {server.returncode})")
-    cpu = bench_run.cpu_shares(before, after, server.pid, args.db, 0.0)
+    # this process is the load generator: its CPU is the client's (request, parse, check)
+    cpu = bench_run.cpu_shares(before, after, server.pid, args.db, client_cpu)
     plans = explain(args, chosen)
     result = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,5 +1,5 @@
 """Summarise a live py-spy profile of the lifecycle benchmark: stages, packages, functions, and
-the endpoint each thread-side sample belongs to.
+the endpoint each thread-side sample belongs to (also used for the inbox profile).
 
     .venv/bin/python bench/pyspy_lifecycle.py bench/results/.../pyspy-lifecycle.txt [--top 25]
 
@@ -42,6 +42,7 @@ STAGES: list[tuple[str, str]] = [
         "create: mapping, rules, rows",
         "create_referral_from_json (app/services/referrals.py|create_referral (app/services/",
     ),
+    ("inbox: query and ORM row loading (list_referrals)", "list_referrals (app/services/"),
     ("response: to_public / ConsultationPublic", "to_public (app/services/|_acted (app/routers/"),
     ("JSON response model validation + serialise", "serialize_response (fastapi/"),
     (
@@ -70,6 +71,7 @@ ENDPOINTS = [
         "referral load dependency (accept, consultation)",
         "get_visible_referral (app/routers/deps.py",
     ),
+    ("inbox (GET /referrals)", "read_referrals (app/routers/referrals.py"),
 ]
 
 
