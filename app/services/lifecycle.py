@@ -167,12 +167,6 @@ def apply_transition(
     )
 
 
-def _commit(session: Session, referral: Referral) -> Referral:
-    session.commit()
-    session.refresh(referral)
-    return referral
-
-
 def _require_receiving_pharmacy(referral: Referral, caller: User) -> None:
     if caller.role is not Role.PHARMACY or caller.org != referral.pharmacy_ods:
         raise Forbidden("Only the receiving pharmacy may do this.")
@@ -183,19 +177,44 @@ def _require_referrer(referral: Referral, caller: User) -> None:
         raise Forbidden("Only the referring organisation may do this.")
 
 
-def accept_referral(
-    *, session: Session, referral: Referral, caller: User, version: int | None
+def _transition_and_commit(
+    *,
+    session: Session,
+    referral: Referral,
+    caller: User,
+    version: int | None,
+    target: S,
+    action: str,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> Referral:
-    _require_receiving_pharmacy(referral, caller)
     apply_transition(
         session=session,
         referral=referral,
         caller=caller,
-        target=S.ACCEPTED,
+        target=target,
         expected_version=version,
+        action=action,
+        reason=reason,
+        detail=detail,
+    )
+    session.commit()
+    session.refresh(referral)
+    return referral
+
+
+def accept_referral(
+    *, session: Session, referral: Referral, caller: User, version: int | None
+) -> Referral:
+    _require_receiving_pharmacy(referral, caller)
+    return _transition_and_commit(
+        session=session,
+        referral=referral,
+        caller=caller,
+        version=version,
+        target=S.ACCEPTED,
         action="accepted",
     )
-    return _commit(session, referral)
 
 
 def decline_referral(
@@ -208,65 +227,61 @@ def decline_referral(
     reason: str | None,
 ) -> Referral:
     _require_receiving_pharmacy(referral, caller)
-    apply_transition(
+    return _transition_and_commit(
         session=session,
         referral=referral,
         caller=caller,
+        version=version,
         target=S.DECLINED,
-        expected_version=version,
         action="declined",
         reason=reason,
         detail={"reason_code": reason_code},
     )
-    return _commit(session, referral)
 
 
 def return_referral(
     *, session: Session, referral: Referral, caller: User, version: int | None, reason: str
 ) -> Referral:
     _require_receiving_pharmacy(referral, caller)
-    apply_transition(
+    return _transition_and_commit(
         session=session,
         referral=referral,
         caller=caller,
+        version=version,
         target=S.RETURNED,
-        expected_version=version,
         action="returned",
         reason=reason,
     )
-    return _commit(session, referral)
 
 
 def record_no_contact(
     *, session: Session, referral: Referral, caller: User, version: int | None, reason: str | None
 ) -> Referral:
     _require_receiving_pharmacy(referral, caller)
-    apply_transition(
+    return _transition_and_commit(
         session=session,
         referral=referral,
         caller=caller,
+        version=version,
         target=S.NO_CONTACT,
-        expected_version=version,
         action="no-contact",
         reason=reason or "The patient did not make contact.",
     )
-    return _commit(session, referral)
 
 
 def cancel_by_referrer(
     *, session: Session, referral: Referral, caller: User, version: int | None, reason: str
 ) -> Referral:
     _require_referrer(referral, caller)
-    apply_transition(
+    return _transition_and_commit(
         session=session,
         referral=referral,
         caller=caller,
+        version=version,
         target=S.CANCELLED,
-        expected_version=version,
         action="cancelled",
         reason=reason,
     )
-    return _commit(session, referral)
 
 
 @dataclass(frozen=True, slots=True)
