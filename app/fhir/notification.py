@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from app.fhir import systems
-from app.fhir.resources import Bundle
 from app.fhir.service_request import service_request_json
 from app.fhir.task import task_json
 from app.models.referral import Referral
@@ -49,11 +48,3 @@ def notification_json(
             },
         ],
     }
-
-
-def to_notification(
-    *, referral: Referral, action: str, detail: dict[str, Any] | None, now: datetime
-) -> Bundle:
-    return Bundle.model_validate(
-        notification_json(referral=referral, action=action, detail=detail, now=now)
-    )

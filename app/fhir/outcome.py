@@ -5,27 +5,17 @@ from typing import Any
 
 from app.core.errors import Issue
 from app.fhir import systems
-from app.fhir.resources import OperationOutcome, OperationOutcomeIssue
 
 PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome"
 
 
-def operation_outcome(issues: Sequence[Issue], rec_code: str | None) -> OperationOutcome:
-    """Build an OperationOutcome; rec_code names the http-error-code (None for warnings only)."""
-    return OperationOutcome.model_validate(operation_outcome_json(issues, rec_code))
-
-
 def operation_outcome_json(issues: Sequence[Issue], rec_code: str | None) -> dict[str, Any]:
-    """The same OperationOutcome as FHIR JSON (for responses rendered without the models)."""
+    """An OperationOutcome as FHIR JSON; rec_code names the http-error-code (None for warnings only)."""
     return {
         "resourceType": "OperationOutcome",
         "meta": {"profile": [PROFILE]},
         "issue": [_issue(issue, rec_code) for issue in issues],
     }
-
-
-def issue_component(issue: Issue, rec_code: str | None) -> OperationOutcomeIssue:
-    return OperationOutcomeIssue.model_validate(_issue(issue, rec_code))
 
 
 def _issue(issue: Issue, rec_code: str | None) -> dict[str, object]:

@@ -152,26 +152,6 @@ def service_request_json(referral: Referral) -> dict[str, Any]:
     return resource
 
 
-def to_response_message(
-    *,
-    referral: Referral,
-    request_bundle_id: str | None,
-    request_header: dict[str, Any],
-    warnings: list[Issue],
-    now: datetime,
-) -> Bundle:
-    """The servicerequest-response as a Bundle model (see response_message_json)."""
-    return Bundle.model_validate(
-        response_message_json(
-            referral=referral,
-            request_bundle_id=request_bundle_id,
-            request_header=request_header,
-            warnings=warnings,
-            now=now,
-        )
-    )
-
-
 def response_message_json(
     *,
     referral: Referral,

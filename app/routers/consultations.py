@@ -7,7 +7,6 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel
 
 from app.auth.deps import Pharmacy
-from app.core.errors import Issue, NotSupported
 from app.db.session import SessionDep
 from app.fhir.responses import FHIRResponse
 from app.models.consultation import (
@@ -122,12 +121,8 @@ def read_summary(
     consultation = summaries.latest_consultation(
         session=session, referral=referral, consultation_id=consultation_id
     )
-    document = summaries.render(
-        session=session, referral=referral, consultation=consultation, fmt=fmt
-    )
-    if document is None:
-        raise NotSupported(
-            "This summary has no GP Connect Update Record form (DMS, or no NHS number): ask for fhir-r4.",
-            issues=[Issue("not-supported", "Use _format=fhir-r4.", "_format")],
+    return FHIRResponse(
+        summaries.render_required(
+            session=session, referral=referral, consultation=consultation, fmt=fmt
         )
-    return FHIRResponse(document)
+    )

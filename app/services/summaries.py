@@ -61,9 +61,15 @@ def render(
 def queue_summary(*, session: Session, referral: Referral, consultation: Consultation) -> None:
     """Queue the summary for the referrer's and the registered practice's systems (flush only)."""
 
+    bodies: dict[MessageFormat, str | None] = {}  # one render per format, however many endpoints
+
     def body(fmt: MessageFormat) -> str | None:
-        document = render(session=session, referral=referral, consultation=consultation, fmt=fmt)
-        return orjson.dumps(document).decode() if document is not None else None
+        if fmt not in bodies:
+            document = render(
+                session=session, referral=referral, consultation=consultation, fmt=fmt
+            )
+            bodies[fmt] = orjson.dumps(document).decode() if document is not None else None
+        return bodies[fmt]
 
     outbox.enqueue(
         session=session, referral=referral, kind="summary", priority=outbox.ROUTINE, render=body
@@ -97,6 +103,13 @@ def read_summary_bundle(
     referral = get_visible_referral(
         session=session, referral_id=str(consultation.referral_id), caller=caller
     )
+    return render_required(session=session, referral=referral, consultation=consultation, fmt=fmt)
+
+
+def render_required(
+    *, session: Session, referral: Referral, consultation: Consultation, fmt: MessageFormat
+) -> dict[str, object]:
+    """The summary in the format a caller asked for, or 422 when that format cannot carry it."""
     document = render(session=session, referral=referral, consultation=consultation, fmt=fmt)
     if document is None:
         raise NotSupported(
