@@ -363,7 +363,6 @@ def record_consultation(
         raise Conflict(
             "This consultation stage was recorded at the same time by someone else."
         ) from exc
-    session.refresh(referral)
     return consultation, referral
 
 

@@ -120,7 +120,10 @@ def _require_version(referral: Referral, expected_version: int | None) -> int:
 def _compare_and_set(
     *, session: Session, referral: Referral, expected_version: int, values: dict[str, Any]
 ) -> None:
-    """Write `values` and the next version only if nobody has changed the referral since it was read."""
+    """Write `values` and the next version only if nobody has changed the referral since it was read.
+
+    The ORM-enabled UPDATE also sets these values on `referral` in the session, so callers need no
+    refresh (a SELECT of every column) after they commit."""
     changed = session.execute(
         update(Referral)
         .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
@@ -199,7 +202,6 @@ def _transition_and_commit(
         detail=detail,
     )
     session.commit()
-    session.refresh(referral)
     return referral
 
 
@@ -366,7 +368,6 @@ def forward_referral(
         detail={"from_pharmacy_ods": referral.pharmacy_ods, "from_referral_id": str(referral.id)},
     )
     session.commit()
-    session.refresh(referral)
     return Forwarded(original=referral, forwarded=copy)
 
 

@@ -327,7 +327,6 @@ def cancel_referral(
     except IntegrityError as exc:
         session.rollback()
         raise Duplicate(f"A request with this {key.kind} has already been processed.") from exc
-    session.refresh(referral)
     return referral
 
 
