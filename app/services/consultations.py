@@ -30,7 +30,7 @@ from app.models.enums import ContraceptiveType, Pathway, ReferralStatus, Role
 from app.models.referral import Referral
 from app.models.user import User
 from app.services import clinical_rules as rules
-from app.services import lifecycle, summaries
+from app.services import lifecycle, rollups, summaries
 
 
 @dataclass
@@ -355,6 +355,7 @@ def record_consultation(
             notify_referrer=True,
         )
     session.flush()
+    rollups.consultation_recorded(session=session, referral=referral, consultation=consultation)
     summaries.queue_summary(session=session, referral=referral, consultation=consultation)
     try:
         session.commit()

@@ -5,6 +5,7 @@ acting on one referral at once cannot both win) and writes one audit event in th
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from app.models.event import ReferralEvent, ReferralEventPublic, ReferralHistory
 from app.models.referral import Referral
 from app.models.user import User
 from app.services import organisations as organisation_service
-from app.services import outbox
+from app.services import outbox, rollups
 from app.services.references import new_reference
 
 TRANSITIONS: dict[S, frozenset[S]] = {
@@ -118,7 +119,12 @@ def _require_version(referral: Referral, expected_version: int | None) -> int:
 
 
 def _compare_and_set(
-    *, session: Session, referral: Referral, expected_version: int, values: dict[str, Any]
+    *,
+    session: Session,
+    referral: Referral,
+    expected_version: int,
+    values: dict[str, Any],
+    now: datetime | None = None,
 ) -> None:
     """Write `values` and the next version only if nobody has changed the referral since it was read.
 
@@ -127,7 +133,7 @@ def _compare_and_set(
     changed = session.execute(
         update(Referral)
         .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
-        .values(version=expected_version + 1, updated_at=utc_now(), **values)
+        .values(version=expected_version + 1, updated_at=now or utc_now(), **values)
     )
     if changed.rowcount != 1:  # type: ignore[attr-defined]
         raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
@@ -151,12 +157,15 @@ def apply_transition(
     check_transition(referral.status, target)
     # The ORM update below also updates `referral` in the session: keep the state it leaves.
     previous = referral.status
+    now = utc_now()
     _compare_and_set(
         session=session,
         referral=referral,
         expected_version=version,
         values={"status": target, "status_reason": reason, **(values or {})},
+        now=now,
     )
+    rollups.status_changed(session=session, referral=referral, target=target, at=now)
     record_event(
         session=session,
         referral_id=referral.id,
@@ -358,6 +367,7 @@ def forward_referral(
     )
     session.add(copy)
     session.flush()
+    rollups.referral_created(session=session, referral=copy)
     record_event(
         session=session,
         referral_id=copy.id,

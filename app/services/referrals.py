@@ -46,7 +46,7 @@ from app.models.referral import (
     ReferralPublic,
 )
 from app.models.user import User
-from app.services import clinical_rules, lifecycle
+from app.services import clinical_rules, lifecycle, rollups
 from app.services import organisations as organisation_service
 from app.services.references import new_reference
 
@@ -257,6 +257,7 @@ def create_referral(
     )
     session.add(referral)
     session.flush()
+    rollups.referral_created(session=session, referral=referral)
     lifecycle.record_event(
         session=session,
         referral_id=referral.id,

@@ -14,6 +14,7 @@ from app.models.delivery import OutboxMessage
 from app.models.enums import ReferralStatus, Role
 from app.models.event import ReferralEvent
 from app.models.referral import InboundMessage, Referral
+from app.models.rollup import UptakeRollup
 from app.models.user import User
 from app.services import lifecycle
 from tests.factories import make_referral
@@ -30,6 +31,7 @@ def committed_referral(engine: Engine) -> Iterator[Referral]:
         for table in (OutboxMessage, ReferralEvent, InboundMessage):
             session.execute(delete(table).where(table.referral_id == referral.id))  # type: ignore[arg-type]
         session.execute(delete(Referral).where(Referral.id == referral.id))  # type: ignore[arg-type]
+        session.execute(delete(UptakeRollup))
         session.commit()
 
 

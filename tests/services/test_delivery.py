@@ -23,6 +23,7 @@ from app.db.base import utc_now
 from app.models.delivery import DeliveryStatus, Endpoint, MessageFormat, OutboxMessage
 from app.models.event import ReferralEvent
 from app.models.referral import InboundMessage, Referral
+from app.models.rollup import UptakeRollup
 from app.services import delivery
 from app.services.outbox import ROUTINE, URGENT, enqueue
 from tests.factories import make_referral
@@ -47,6 +48,7 @@ def world(engine: Engine) -> Iterator[dict[str, Any]]:
         session.execute(delete(ReferralEvent).where(ReferralEvent.referral_id == referral.id))  # type: ignore[arg-type]
         session.execute(delete(InboundMessage).where(InboundMessage.referral_id == referral.id))  # type: ignore[arg-type]
         session.execute(delete(Referral).where(Referral.id == referral.id))  # type: ignore[arg-type]
+        session.execute(delete(UptakeRollup))
         session.commit()
 
 

@@ -22,6 +22,7 @@ from app.main import app
 from app.models.enums import ReferralStatus, Role, Service
 from app.models.event import ReferralEvent
 from app.models.referral import InboundMessage, Referral
+from app.models.rollup import UptakeRollup
 from app.services import sweep
 from app.services.sweep import SweepResult, run_sweep
 from tests.factories import make_referral
@@ -232,6 +233,7 @@ def committed(engine: Engine) -> Iterator[list[uuid.UUID]]:
         session.execute(delete(ReferralEvent).where(col(ReferralEvent.referral_id).in_(ids)))
         session.execute(delete(InboundMessage).where(col(InboundMessage.referral_id).in_(ids)))
         session.execute(delete(Referral).where(col(Referral.id).in_(ids)))
+        session.execute(delete(UptakeRollup))
         session.commit()
 
 

@@ -1,0 +1,211 @@
+"""Keeping the uptake rollups (app/models/rollup.py) in step with the referrals.
+
+The lifecycle calls `referral_created`, `status_changed` and `consultation_recorded` as it writes;
+the changes gather in the session and are written by one upsert just before the transaction
+commits, so a rolled-back change counts nothing and a committed one is always counted. The rows
+of one transaction are upserted in key order, so concurrent transactions lock rollup rows in the
+same order and cannot deadlock on them (and rollup rows are the last rows a transaction locks).
+"""
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import FromClause, Table, and_, event, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.sql.expression import ColumnElement
+
+from app.models.consultation import Consultation
+from app.models.enums import ReferralStatus, Service
+from app.models.organisation import Membership
+from app.models.referral import Referral
+from app.models.rollup import COUNTERS, HOUR_COLUMNS, HOUR_EDGES, UptakeRollup
+
+LONDON = ZoneInfo("Europe/London")
+PRACTICE = "practice"
+PHARMACY = "pharmacy"
+DAY = "day"
+MONTH = "month"
+
+_PENDING = "pharmref.rollup.pending"
+_PLACES = "pharmref.rollup.places"
+
+_OUTCOME_COLUMN: dict[ReferralStatus, str] = {
+    ReferralStatus.ACCEPTED: "accepted",
+    ReferralStatus.DECLINED: "declined",
+    ReferralStatus.FORWARDED: "forwarded",
+    ReferralStatus.RETURNED: "returned",
+    ReferralStatus.CANCELLED: "cancelled",
+    ReferralStatus.NO_CONTACT: "no_contact",
+    ReferralStatus.COMPLETED: "completed",
+}
+
+
+def local_day(at: datetime) -> date:
+    """The England calendar day of an instant (statistics periods are local dates)."""
+    return at.astimezone(LONDON).date()
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def hour_column(hours: float) -> str:
+    """The completion-time histogram column for a duration in hours."""
+    index = bisect.bisect_right(HOUR_EDGES, max(hours, 0.0)) - 1
+    return HOUR_COLUMNS[index]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Placement:
+    """Where a registered practice sat in the hierarchy on one day ('' where it sat nowhere)."""
+
+    pcn_ods: str = ""
+    place_ods: str = ""
+    icb_ods: str = ""
+
+
+def _in_force(membership: FromClause, day: date) -> ColumnElement[bool]:
+    return and_(
+        membership.c.start_date <= day,
+        or_(membership.c.end_date.is_(None), membership.c.end_date >= day),
+    )
+
+
+def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement:
+    """The PCN, place and ICB of a practice on `day`, by the directory's dated memberships."""
+    if not practice_ods:
+        return Placement()
+    cache: dict[tuple[str, date], Placement] = session.info.setdefault(_PLACES, {})
+    key = (practice_ods, day)
+    if key not in cache:
+        table: Table = Membership.__table__  # type: ignore[attr-defined]
+        pcn, place, icb = (table.alias(name) for name in ("pcn", "place", "icb"))
+        row = session.execute(
+            select(pcn.c.group_ods, place.c.group_ods, icb.c.group_ods)
+            .select_from(pcn)
+            .outerjoin(place, and_(place.c.member_ods == pcn.c.group_ods, _in_force(place, day)))
+            .outerjoin(icb, and_(icb.c.member_ods == place.c.group_ods, _in_force(icb, day)))
+            .where(pcn.c.member_ods == practice_ods, _in_force(pcn, day))
+            .order_by(pcn.c.start_date.desc())
+            .limit(1)
+        ).first()
+        cache[key] = Placement(*(value or "" for value in row)) if row else Placement()
+    return cache[key]
+
+
+def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -> None:
+    """Count `counts` for the referral's cohort (its day) on both sides."""
+    day = local_day(referral.created_at)
+    practice = referral.patient_practice_ods or ""
+    where = placement(session=session, practice_ods=practice, day=day)
+    dims = (str(referral.service), str(referral.source), str(referral.pathway or ""))
+    pending: dict[tuple[Any, ...], Counter[str]] = session.info.setdefault(_PENDING, {})
+    for side, org, place in (
+        (PRACTICE, practice, where),
+        (PHARMACY, referral.pharmacy_ods, Placement()),
+    ):
+        for grain, period in ((DAY, day), (MONTH, month_start(day))):
+            key = (grain, period, side, org, place.pcn_ods, place.place_ods, place.icb_ods, *dims)
+            pending.setdefault(key, Counter()).update(counts)
+
+
+def referral_created(*, session: OrmSession, referral: Referral) -> None:
+    counts = {"received": 1.0}
+    if referral.forwarded_from_id is None:
+        counts["made"] = 1.0
+    _add(session=session, referral=referral, counts=counts)
+
+
+def status_changed(
+    *, session: OrmSession, referral: Referral, target: ReferralStatus, at: datetime
+) -> None:
+    column = _OUTCOME_COLUMN.get(target)
+    if column is None:
+        return
+    counts = {column: 1.0}
+    if target is ReferralStatus.COMPLETED:
+        hours = (at - referral.created_at).total_seconds() / 3600
+        counts[hour_column(hours)] = 1.0
+        counts["completion_hours_sum"] = hours
+    _add(session=session, referral=referral, counts=counts)
+
+
+def consultation_counts(consultation: Consultation) -> dict[str, float]:
+    """What a consultation adds to the service-specific counters: BP checks, conversion to
+    ambulatory monitoring and confirmed hypertension; DMS stages done (stage 1 within 72 hours)."""
+    derived = consultation.derived
+    counts: dict[str, float] = {}
+    if consultation.service is Service.BLOOD_PRESSURE:
+        if consultation.stage in (0, 1):
+            counts["bp_checked"] = 1.0
+            if derived.get("abpm_pending") or derived.get("abpm_result") is not None:
+                counts["bp_abpm"] = 1.0
+        if derived.get("abpm_result") == "hypertension-confirmed":
+            counts["bp_hypertension_confirmed"] = 1.0
+    elif consultation.service is Service.DMS and not derived.get("ended_early"):
+        counts[f"dms_stage{consultation.stage}"] = 1.0
+        if consultation.stage == 1 and derived.get("stage1_within_72_hours"):
+            counts["dms_stage1_within_72h"] = 1.0
+    return counts
+
+
+def consultation_recorded(
+    *, session: OrmSession, referral: Referral, consultation: Consultation
+) -> None:
+    counts = consultation_counts(consultation)
+    if counts:
+        _add(session=session, referral=referral, counts=counts)
+
+
+_ADDITIVE = (*COUNTERS, "completion_hours_sum")
+
+
+def _rows(pending: dict[tuple[Any, ...], Counter[str]]) -> list[dict[str, Any]]:
+    table = UptakeRollup.__table__  # type: ignore[attr-defined]
+    names = [c.name for c in table.primary_key.columns]
+    rows = []
+    for key in sorted(pending):
+        counts = pending[key]
+        row: dict[str, Any] = dict(zip(names, key, strict=True))
+        for column in _ADDITIVE:
+            value = counts.get(column, 0)
+            row[column] = value if column == "completion_hours_sum" else int(value)
+        rows.append(row)
+    return rows
+
+
+def write_pending(session: OrmSession) -> None:
+    """Upsert the counts gathered in this transaction (called just before it commits)."""
+    pending = session.info.pop(_PENDING, None)
+    session.info.pop(_PLACES, None)
+    if not pending:
+        return
+    table = UptakeRollup.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(_rows(pending))
+    statement = statement.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key.columns],
+        set_={name: table.c[name] + statement.excluded[name] for name in _ADDITIVE},
+    )
+    session.execute(statement)
+
+
+def discard_pending(session: OrmSession) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_PLACES, None)
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _before_commit(session: OrmSession) -> None:
+    write_pending(session)
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _after_rollback(session: OrmSession, _previous: Any) -> None:
+    discard_pending(session)
