@@ -124,6 +124,17 @@ def fhir_workload(token: str) -> Workload:
     )
 
 
+def get_workload(token: str, path: str) -> Workload:
+    """A read: GET `path` with the bearer token (inbox, search, statistics)."""
+    return Workload(
+        path=path,
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        bodies=[b""],
+        per_request_header="X-Request-Id",
+        method="GET",
+    )
+
+
 def json_workload(token: str) -> Workload:
     sys.path.insert(0, str(ROOT))
     from app.routers.examples import JSON_REFERRAL
@@ -294,6 +305,8 @@ def cpu_time() -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.kind == "healthz":
         workload = healthz_workload()
+    elif args.kind == "get":
+        workload = get_workload(args.token or mint_token(), args.path)
     else:
         token = args.token or mint_token()
         workload = fhir_workload(token) if args.kind == "fhir" else json_workload(token)
@@ -371,7 +384,8 @@ def print_report(summary: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--kind", choices=["fhir", "json", "healthz"], required=True)
+    parser.add_argument("--kind", choices=["fhir", "json", "healthz", "get"], required=True)
+    parser.add_argument("--path", default="/healthz", help="the URL path for --kind get")
     parser.add_argument("--concurrency", type=int, default=32, help="connections (and workers)")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--rate", type=float, default=None, help="open loop at this many req/s")
