@@ -102,7 +102,7 @@ def process_message(
 )
 def read_service_request(referral: VisibleReferral) -> FHIRResponse:
     """A referral as a FHIR ServiceRequest (another organisation's reads as 404)."""
-    return FHIRResponse(service_request_fhir.to_service_request(referral))
+    return FHIRResponse(service_request_fhir.service_request_json(referral))
 
 
 @router.get(
@@ -150,7 +150,7 @@ def search_service_requests(
     self_url = str(request.url)
     next_url = str(URL(self_url).include_query_params(_cursor=next_cursor)) if next_cursor else None
     return FHIRResponse(
-        service_request_fhir.to_searchset(page, self_url=self_url, next_url=next_url)
+        service_request_fhir.searchset_json(page, self_url=self_url, next_url=next_url)
     )
 
 
