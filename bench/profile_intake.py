@@ -56,6 +56,8 @@ STAGES: list[tuple[str, str, str]] = [
     ("app.services.referrals", "_existing_message", "  idempotency lookup (DB)"),
     ("app.services.organisations", "get_organisation", "  organisation lookups (DB)"),
     ("app.services.organisations", "pharmacy_provides", "  pharmacy_provides (DB)"),
+    ("app.services.rollups", "placement", "  rollup placement lookup (DB)"),
+    ("app.services.rollups", "write_pending", "  rollup upsert (DB)"),
     ("sqlalchemy.orm:Session", "flush", "  Session.flush (INSERT referral)"),
     ("sqlalchemy.orm:Session", "commit", "  Session.commit (INSERT message + COMMIT)"),
     ("app.services.bars_intake", "to_response_message", "response Bundle build"),

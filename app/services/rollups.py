@@ -11,17 +11,17 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import FromClause, Table, and_, event, or_, select
+from sqlalchemy import Date, bindparam, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.dml import Insert
 
 from app.models.consultation import Consultation
 from app.models.enums import ReferralStatus, Service
-from app.models.organisation import Membership
 from app.models.referral import Referral
 from app.models.rollup import COUNTERS, HOUR_COLUMNS, HOUR_EDGES, UptakeRollup
 
@@ -69,11 +69,18 @@ class Placement:
     icb_ods: str = ""
 
 
-def _in_force(membership: FromClause, day: date) -> ColumnElement[bool]:
-    return and_(
-        membership.c.start_date <= day,
-        or_(membership.c.end_date.is_(None), membership.c.end_date >= day),
-    )
+def _in_force(alias: str) -> str:
+    return f"{alias}.start_date <= :day AND ({alias}.end_date IS NULL OR {alias}.end_date >= :day)"
+
+
+# A practice's PCN on a day, that PCN's place and the place's ICB, from the dated memberships.
+_PLACEMENT = text(
+    "SELECT pcn.group_ods, place.group_ods, icb.group_ods FROM membership AS pcn "
+    f"LEFT OUTER JOIN membership AS place ON place.member_ods = pcn.group_ods AND {_in_force('place')} "
+    f"LEFT OUTER JOIN membership AS icb ON icb.member_ods = place.group_ods AND {_in_force('icb')} "
+    f"WHERE pcn.member_ods = :practice AND {_in_force('pcn')} "
+    "ORDER BY pcn.start_date DESC LIMIT 1"
+).bindparams(bindparam("day", type_=Date()))
 
 
 def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement:
@@ -83,17 +90,9 @@ def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement
     cache: dict[tuple[str, date], Placement] = session.info.setdefault(_PLACES, {})
     key = (practice_ods, day)
     if key not in cache:
-        table: Table = Membership.__table__  # type: ignore[attr-defined]
-        pcn, place, icb = (table.alias(name) for name in ("pcn", "place", "icb"))
-        row = session.execute(
-            select(pcn.c.group_ods, place.c.group_ods, icb.c.group_ods)
-            .select_from(pcn)
-            .outerjoin(place, and_(place.c.member_ods == pcn.c.group_ods, _in_force(place, day)))
-            .outerjoin(icb, and_(icb.c.member_ods == place.c.group_ods, _in_force(icb, day)))
-            .where(pcn.c.member_ods == practice_ods, _in_force(pcn, day))
-            .order_by(pcn.c.start_date.desc())
-            .limit(1)
-        ).first()
+        row = (
+            session.connection().execute(_PLACEMENT, {"practice": practice_ods, "day": day}).first()
+        )
         cache[key] = Placement(*(value or "" for value in row)) if row else Placement()
     return cache[key]
 
@@ -179,21 +178,27 @@ def _rows(pending: dict[tuple[Any, ...], Counter[str]]) -> list[dict[str, Any]]:
     return rows
 
 
+@cache
+def _upsert(dialect: str) -> Insert:
+    """INSERT ... ON CONFLICT DO UPDATE adding every counter; one statement object per dialect, so
+    SQLAlchemy compiles it once and each commit only binds its rows (an executemany)."""
+    table = UptakeRollup.__table__  # type: ignore[attr-defined]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key.columns],
+        set_={name: table.c[name] + statement.excluded[name] for name in _ADDITIVE},
+    )
+
+
 def write_pending(session: OrmSession) -> None:
     """Upsert the counts gathered in this transaction (called just before it commits)."""
     pending = session.info.pop(_PENDING, None)
     session.info.pop(_PLACES, None)
     if not pending:
         return
-    table = UptakeRollup.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(_rows(pending))
-    statement = statement.on_conflict_do_update(
-        index_elements=[c.name for c in table.primary_key.columns],
-        set_={name: table.c[name] + statement.excluded[name] for name in _ADDITIVE},
-    )
-    session.execute(statement)
+    connection = session.connection()
+    connection.execute(_upsert(connection.dialect.name), _rows(pending))
 
 
 def discard_pending(session: OrmSession) -> None:
