@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import ColumnElement, and_, func, or_
 from sqlmodel import Session, col, select
 
-from app.core.errors import AppError, Issue, NotFound, NotSupported
+from app.core.errors import AppError, BadRequest, Issue, NotFound, NotSupported
 from app.db.base import utc_now
 from app.fhir.composition import Bound, Comparison
 from app.fhir.summary import summary_document_json
@@ -171,9 +171,17 @@ def _summary_conditions(caller: User, filters: SummaryFilter) -> list[ColumnElem
 
 def _after(cursor: str) -> ColumnElement[bool]:
     """Rows after the cursor in (recorded_at, id) order; the leading >= lets the index range."""
-    recorded_at, consultation_id = referral_service.decode_cursor(
-        cursor, referral_service.ReferralOrder.LAST_UPDATED
-    )
+    try:
+        recorded_at, consultation_id = referral_service.decode_cursor(
+            cursor, referral_service.ReferralOrder.LAST_UPDATED
+        )
+    except BadRequest as exc:
+        raise BadRequest(
+            exc.detail,
+            issues=[
+                Issue("invalid", "The paging cursor is not valid: use the next link.", "_cursor")
+            ],
+        ) from exc
     recorded, key = col(Consultation.recorded_at), col(Consultation.id)
     return and_(
         recorded >= recorded_at,
