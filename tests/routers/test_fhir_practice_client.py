@@ -85,8 +85,8 @@ def marker(engine: Engine) -> Iterator[str]:
         session.commit()
 
 
-class Practice:
-    """What the test does over the JSON API, as referrers and as the pharmacy."""
+class JsonApi:
+    """The JSON API calls the test makes, as the referrers and as the pharmacy."""
 
     def __init__(self, http: httpx.Client, marker: str) -> None:
         self.http = http
@@ -130,20 +130,20 @@ def test_practice_system_reads_summaries_referrals_tasks_and_organisations(
     since = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
     gp, other_gp = auth(Role.GP_PRACTICE, "A81001"), auth(Role.GP_PRACTICE, "A81002")
     with httpx.Client(base_url=server, timeout=30) as http:
-        make = Practice(http, marker)
-        ours = [make.refer(gp, nhs_number=PATIENT) for _ in range(3)]
-        other_patient = make.refer(gp, nhs_number=OTHER_PATIENT)
-        discharge = make.refer(
+        api = JsonApi(http, marker)
+        ours = [api.refer(gp, nhs_number=PATIENT) for _ in range(3)]
+        other_patient = api.refer(gp, nhs_number=OTHER_PATIENT)
+        discharge = api.refer(
             auth(Role.TRUST, "RX1"),
             Service.DMS,
             nhs_number=PATIENT,
             registered_practice_ods="A81001",
         )
-        theirs = make.refer(other_gp, nhs_number=PATIENT)
-        summaries = [make.consult(referral_id, ADVICE) for referral_id in ours]
-        summaries += [make.consult(discharge, dms(stage)) for stage in (1, 2)]
-        make.consult(other_patient, ADVICE)
-        their_summary = make.consult(theirs, ADVICE)
+        theirs = api.refer(other_gp, nhs_number=PATIENT)
+        summaries = [api.consult(referral_id, ADVICE) for referral_id in ours]
+        summaries += [api.consult(discharge, dms(stage)) for stage in (1, 2)]
+        api.consult(other_patient, ADVICE)
+        their_summary = api.consult(theirs, ADVICE)
 
         practice = fhir_client(server, Role.GP_PRACTICE, "A81001")
         new_for_patient = (
@@ -179,7 +179,7 @@ def test_practice_system_reads_summaries_referrals_tasks_and_organisations(
             **{"subject:identifier": f"{NHS_SYSTEM}|{PATIENT}", "_lastUpdated": f"gt{newest}"}
         )
         assert poll.fetch_all() == []
-        later = make.consult(discharge, dms(3))
+        later = api.consult(discharge, dms(3))
         assert [c["id"] for c in poll.fetch_all()] == [later]
 
         referrals = practice.resources("ServiceRequest").search(_lastUpdated__gt=since)
