@@ -6,7 +6,8 @@ and rendered both as this R4 document and as the GP Connect Update Record (updat
 
 | consultation / referral                    | document                                              |
 |--------------------------------------------|-------------------------------------------------------|
-| consultation.id                            | Bundle.id and every resource id (uuid5, so stable)    |
+| consultation.id                            | Bundle.id and Composition.id; every other resource id |
+|                                            | is a uuid5 of it (so stable)                          |
 | service                                    | Composition.type (SERVICE_TYPE), Encounter.reasonCode |
 | pharmacy (ODS, name)                       | Organization; Composition.custodian; title            |
 | practice (ODS, name)                       | Organization; Patient.generalPractitioner            |
@@ -633,6 +634,14 @@ class _Ids:
         return {"reference": f"urn:uuid:{self(name)}"}
 
 
+def composition_identifier(consultation_id: uuid.UUID) -> Json:
+    """The Composition's business identifier, the same in the document and in search results."""
+    return {
+        "system": systems.PHARMREF_DOCUMENT,
+        "value": str(uuid.uuid5(consultation_id, "composition")),
+    }
+
+
 def _entry(resource: Json) -> Json:
     return {"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}
 
@@ -1007,8 +1016,8 @@ def summary_document_json(
         sections.append(rendered)
     composition: Json = {
         "resourceType": "Composition",
-        "id": ids("composition"),
-        "identifier": {"system": systems.PHARMREF_DOCUMENT, "value": ids("composition")},
+        "id": str(consultation.id),  # = the document id: GET Bundle/{Composition.id}
+        "identifier": composition_identifier(consultation.id),
         "status": "final",
         "type": _concept(facts.service_code),
         "subject": ids.ref("patient"),

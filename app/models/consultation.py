@@ -21,6 +21,8 @@ class Consultation(SQLModel, table=True):
 
     __table_args__ = (
         Index("ix_consultation_referral_id_stage", "referral_id", "stage", unique=True),
+        # Keyset paging of summaries in recording order (GET /fhir/Composition?_lastUpdated=).
+        Index("ix_consultation_recorded_at_id", "recorded_at", "id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)

@@ -1,4 +1,5 @@
-"""FHIR R4 endpoints: BaRS $process-message, ServiceRequest, Task and Organization reads, metadata."""
+"""FHIR R4 endpoints: BaRS $process-message, ServiceRequest, Task and Organization reads, summary
+Bundles and Compositions, metadata."""
 
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from app.core.config import settings
 from app.core.errors import BadRequest, Issue, NotFound
 from app.db.base import utc_now
 from app.db.session import SessionDep
+from app.fhir import composition as composition_fhir
 from app.fhir import organization as organization_fhir
 from app.fhir import search, systems
 from app.fhir import service_request as service_request_fhir
@@ -20,6 +22,7 @@ from app.models.delivery import MessageFormat
 from app.routers.deps import RawBody, VisibleReferral
 from app.routers.fhir_docs import (
     BUNDLE_SCHEMA,
+    COMPOSITION_SEARCH_PARAMETERS,
     OPERATION_OUTCOME_RESPONSES,
     PROCESS_MESSAGE_EXAMPLE,
     fhir_response,
@@ -256,4 +259,56 @@ def read_bundle(
     """A consultation summary document Bundle (id = the consultation id)."""
     return FHIRResponse(
         summaries.read_summary_bundle(session=session, bundle_id=bundle_id, caller=user, fmt=format)
+    )
+
+
+@router.get(
+    "/Composition",
+    responses={**fhir_response("Bundle", "Composition searchset"), **OPERATION_OUTCOME_RESPONSES},
+    openapi_extra={"parameters": COMPOSITION_SEARCH_PARAMETERS},
+)
+def search_compositions(
+    request: Request, session: SessionDep, user: PatientDataReader
+) -> FHIRResponse:
+    """Find consultation summaries: the Compositions leading their documents, oldest first."""
+    criteria = composition_fhir.parse_search(
+        request.query_params.multi_items(),
+        default_count=settings.page_size_default,
+        max_count=settings.page_size_max,
+    )
+    page = summaries.search_summaries(
+        session=session,
+        caller=user,
+        filters=summaries.SummaryFilter(nhs_number=criteria.nhs_number, recorded=criteria.recorded),
+        cursor=criteria.cursor,
+        limit=criteria.count,
+    )
+    self_url = URL(str(request.url))
+    next_url = self_url.include_query_params(_cursor=page.next_cursor) if page.next_cursor else None
+    return FHIRResponse(
+        composition_fhir.searchset_json(
+            page.heads,
+            total=page.total,
+            base_url=f"{str(request.base_url).rstrip('/')}{router.prefix}",
+            self_url=str(self_url),
+            next_url=str(next_url) if next_url else None,
+        )
+    )
+
+
+@router.get(
+    "/Composition/{composition_id}",
+    responses={**fhir_response("Composition"), **OPERATION_OUTCOME_RESPONSES},
+)
+def read_composition(
+    session: SessionDep,
+    user: PatientDataReader,
+    composition_id: Annotated[str, Path(max_length=64)],
+) -> FHIRResponse:
+    """A consultation summary's Composition (id = the document Bundle id)."""
+    head = summaries.read_summary_head(session=session, composition_id=composition_id, caller=user)
+    return FHIRResponse(
+        composition_fhir.composition_json(
+            consultation=head.consultation, referral=head.referral, pharmacy_name=head.pharmacy_name
+        )
     )

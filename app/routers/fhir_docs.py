@@ -112,6 +112,87 @@ _TASK_EXAMPLE: dict[str, Any] = {
     "owner": {"type": "Organization", "identifier": {"system": _ODS, "value": "FA001"}},
     "restriction": {"period": {"end": "2026-11-29T09:00:00Z"}},
 }
+_COMPOSITION_ID = "5a0c1f9e-8d0b-4a4f-9c55-0d3b2f0f6a11"
+_COMPOSITION_EXAMPLE: dict[str, Any] = {
+    "resourceType": "Composition",
+    "id": _COMPOSITION_ID,
+    "meta": {"lastUpdated": "2026-11-22T10:15:00.123456+00:00"},
+    "text": {
+        "status": "generated",
+        "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p>Elm Street Pharmacy - Community '
+        "Pharmacist Consultation Service for minor illness, recorded "
+        "2026-11-22T10:15:00.123456+00:00.</p><p>The whole summary is the document "
+        f"Bundle/{_COMPOSITION_ID}.</p></div>",
+    },
+    "identifier": {
+        "system": "https://pharmref.nhs.example/Id/consultation-summary",
+        "value": "972c8196-4c0a-5eb4-a240-e5a84a33a572",
+    },
+    "status": "final",
+    "type": {
+        "coding": [
+            {
+                "system": "http://snomed.info/sct",
+                "code": "1577041000000109",
+                "display": "Community Pharmacist Consultation Service for minor illness",
+            }
+        ],
+        "text": "Community Pharmacist Consultation Service for minor illness",
+    },
+    "subject": {
+        "type": "Patient",
+        "display": "Marisol Quillfeather",
+        "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"},
+    },
+    "date": "2026-11-22T10:15:00.123456+00:00",
+    "author": [
+        {
+            "type": "Practitioner",
+            "identifier": {"system": "https://fhir.hl7.org.uk/Id/gphc-number", "value": "2099999"},
+            "display": "Priya Example",
+        }
+    ],
+    "title": "Elm Street Pharmacy - Community Pharmacist Consultation Service for minor illness",
+    "custodian": {
+        "reference": "Organization/FA001",
+        "type": "Organization",
+        "identifier": {"system": _ODS, "value": "FA001"},
+        "display": "Elm Street Pharmacy",
+    },
+}
+_NHS_NUMBER_PARAMETER = "https://fhir.nhs.uk/Id/nhs-number|9990000018"
+COMPOSITION_SEARCH_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "subject:identifier",
+        "in": "query",
+        "schema": {"type": "string"},
+        "example": _NHS_NUMBER_PARAMETER,
+        "description": "https://fhir.nhs.uk/Id/nhs-number|{NHS number} (or patient:identifier): "
+        "one patient's summaries; omitted, every summary the caller may see.",
+    },
+    {
+        "name": "_lastUpdated",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "example": ["gt2026-11-22T10:00:00Z"],
+        "description": "When the summary was recorded; may repeat. gt, ge, lt, le with an instant "
+        "(an exact point) or a date (YYYY, YYYY-MM, YYYY-MM-DD: the whole period in UTC); "
+        "without a prefix (or eq) a date only.",
+    },
+    {
+        "name": "_count",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "Page size, 0 (total only) to PHARMREF_PAGE_SIZE_MAX; default "
+        "PHARMREF_PAGE_SIZE_DEFAULT.",
+    },
+    {
+        "name": "_cursor",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "From the next link.",
+    },
+]
 EXAMPLES: dict[str, dict[str, Any]] = {
     "summary document": {
         "resourceType": "Bundle",
@@ -145,6 +226,38 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         ],
     },
     "Organization": _ORGANIZATION_EXAMPLE,
+    "Composition": _COMPOSITION_EXAMPLE,
+    "Composition searchset": {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 3,
+        "link": [
+            {
+                "relation": "self",
+                "url": "http://localhost:8000/fhir/Composition?subject:identifier="
+                f"{_NHS_NUMBER_PARAMETER}&_lastUpdated=gt2026-11-22T10:00:00Z&_count=1",
+            },
+            {
+                "relation": "next",
+                "url": "http://localhost:8000/fhir/Composition?subject:identifier="
+                f"{_NHS_NUMBER_PARAMETER}&_lastUpdated=gt2026-11-22T10:00:00Z&_count=1"
+                "&_cursor=MjAyNi0xMS0yMlQxMDoxNTowMC4xMjM0NTYrMDA6MDB8NWEwYzFmOWUtOGQwYi00YTRmLTljNTUtMGQzYjJmMGY2YTEx",
+            },
+        ],
+        "entry": [
+            {
+                "fullUrl": f"http://localhost:8000/fhir/Composition/{_COMPOSITION_ID}",
+                "link": [
+                    {
+                        "relation": "related",
+                        "url": f"http://localhost:8000/fhir/Bundle/{_COMPOSITION_ID}",
+                    }
+                ],
+                "resource": _COMPOSITION_EXAMPLE,
+                "search": {"mode": "match"},
+            }
+        ],
+    },
     "CapabilityStatement": {
         "resourceType": "CapabilityStatement",
         "status": "active",

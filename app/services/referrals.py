@@ -334,18 +334,23 @@ def cancel_referral(
 # ---- tracking -------------------------------------------------------------------------------
 
 
-def _visible(query: SelectOfScalar[Referral], caller: User) -> SelectOfScalar[Referral]:
+def visible_to(caller: User) -> ColumnElement[bool] | None:
+    """The referrals a caller may see, as a WHERE condition (None: all of them)."""
     if caller.role is Role.ADMIN:
-        return query
+        return None
     if caller.role is Role.PHARMACY:
-        return query.where(Referral.pharmacy_ods == caller.org)
+        return col(Referral.pharmacy_ods) == caller.org
     if caller.role is Role.GP_PRACTICE:
         # A practice follows the referrals it made and those made for its registered patients.
-        return query.where(
-            (col(Referral.referrer_ods) == caller.org)
-            | (col(Referral.patient_practice_ods) == caller.org)
+        return (col(Referral.referrer_ods) == caller.org) | (
+            col(Referral.patient_practice_ods) == caller.org
         )
-    return query.where(Referral.referrer_ods == caller.org)
+    return col(Referral.referrer_ods) == caller.org
+
+
+def _visible(query: SelectOfScalar[Referral], caller: User) -> SelectOfScalar[Referral]:
+    condition = visible_to(caller)
+    return query if condition is None else query.where(condition)
 
 
 def get_visible_referral(*, session: Session, referral_id: str, caller: User) -> Referral:
