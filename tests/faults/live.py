@@ -104,14 +104,16 @@ class LiveServer:
         return self.log.read_text(errors="replace")
 
 
-def wait_until_up(server: LiveServer, *, path: str = "/healthz") -> None:
+def wait_until_up(server: LiveServer, *, path: str = "/healthz", workers: int = 1) -> None:
+    """Until `path` answers 200 and `workers` workers have logged their startup."""
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"pharmref serve exited early:\n{server.output()[-4000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + path, timeout=2).status_code == 200:
-                return
+        if server.output().count("Application startup complete") >= workers:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + path, timeout=2).status_code == 200:
+                    return
         time.sleep(0.1)
     raise RuntimeError(f"pharmref serve did not answer {path}:\n{server.output()[-4000:]}")
 
@@ -122,19 +124,19 @@ def serve(
     log: Path,
     *,
     workers: int = 1,
-    log_level: str = "warning",
     env: Mapping[str, str] | None = None,
 ) -> Iterator[LiveServer]:
-    """`pharmref serve` against `url`, up and answering /healthz; stopped afterwards."""
+    """`pharmref serve` against `url`, every worker started and /healthz answering (the log is at
+    info level: startup and shutdown steps are read from it); stopped afterwards."""
     port = free_port()
     process = spawn(
-        ["serve", "--port", str(port), "--workers", str(workers), "--log-level", log_level],
+        ["serve", "--port", str(port), "--workers", str(workers), "--log-level", "info"],
         env=env or process_env(url),
         log=log,
     )
     server = LiveServer(process=process, port=port, log=log)
     try:
-        wait_until_up(server)
+        wait_until_up(server, workers=workers)
         yield server
     finally:
         stop(process)
