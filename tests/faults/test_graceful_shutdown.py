@@ -89,7 +89,7 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
             for sock in sockets:
                 client_port = sock.getsockname()[1]
                 wait_until(
-                    lambda p=client_port: unread_bytes(api.port, p) == 0,  # type: ignore[misc]
+                    lambda p=client_port: unread_bytes(api.port, p) == 0,
                     "the server read the first half of each request",
                 )
 
