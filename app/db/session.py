@@ -57,7 +57,13 @@ def postgres_connect_args() -> dict[str, Any]:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        new_engine = create_engine(url, connect_args={"check_same_thread": False})
+        new_engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
         event.listen(new_engine, "connect", _sqlite_pragmas)
         return new_engine
     return create_engine(
@@ -78,4 +84,11 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# At most one session per pooled connection in each process. FastAPI validates a sync route's
+# response in a worker thread after the route returns, while its session (and, after a read,
+# the connection) is still open. With more sessions than connections, a burst left every worker
+# thread waiting for a connection held by a request waiting for a thread, until the pool timeout
+# turned them all into 503s. Requests beyond the limit wait here without holding a thread.
+SESSION_LIMIT = settings.db_pool_size + settings.db_max_overflow
+
+SessionDep = Annotated[Session, Depends(get_session, max_concurrency=SESSION_LIMIT)]

@@ -119,27 +119,37 @@ def wait_until_up(server: LiveServer, *, path: str = "/healthz", workers: int = 
 
 
 @contextlib.contextmanager
-def serve(
-    url: str,
-    log: Path,
-    *,
-    workers: int = 1,
-    env: Mapping[str, str] | None = None,
-) -> Iterator[LiveServer]:
-    """`pharmref serve` against `url`, every worker started and /healthz answering (the log is at
-    info level: startup and shutdown steps are read from it); stopped afterwards."""
-    port = free_port()
-    process = spawn(
-        ["serve", "--port", str(port), "--workers", str(workers), "--log-level", "info"],
-        env=env or process_env(url),
-        log=log,
-    )
-    server = LiveServer(process=process, port=port, log=log)
+def serve_many(
+    url: str, logs: list[Path], *, workers: int = 1, env: Mapping[str, str] | None = None
+) -> Iterator[list[LiveServer]]:
+    """One `pharmref serve` per log file against `url`, started side by side, each with every
+    worker started and /healthz answering (the logs are at info level: startup and shutdown
+    steps are read from them); all stopped afterwards."""
+    servers: list[LiveServer] = []
     try:
-        wait_until_up(server, workers=workers)
-        yield server
+        for log in logs:
+            port = free_port()
+            process = spawn(
+                ["serve", "--port", str(port), "--workers", str(workers), "--log-level", "info"],
+                env=env or process_env(url),
+                log=log,
+            )
+            servers.append(LiveServer(process=process, port=port, log=log))
+        for server in servers:
+            wait_until_up(server, workers=workers)
+        yield servers
     finally:
-        stop(process)
+        for server in servers:
+            stop(server.process)
+
+
+@contextlib.contextmanager
+def serve(
+    url: str, log: Path, *, workers: int = 1, env: Mapping[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """`pharmref serve` against `url` (see serve_many)."""
+    with serve_many(url, [log], workers=workers, env=env) as [server]:
+        yield server
 
 
 def delete_referrals_since(engine: Engine, since: datetime) -> int:
@@ -152,3 +162,20 @@ def delete_referrals_since(engine: Engine, since: datetime) -> int:
         session.execute(delete(Referral).where(col(Referral.id).in_(ids)))
         session.commit()
     return len(ids)
+
+
+def has_connection_to(pid: int, port: int) -> bool:
+    """Whether process `pid` holds an established TCP connection to local `port` (e.g. a
+    pooled PostgreSQL connection, which shows it has started its work). Linux /proc only."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    suffix = f":{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[2].endswith(suffix) and fields[3] == "01" and fields[9] in inodes:
+            return True
+    return False
