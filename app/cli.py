@@ -11,6 +11,8 @@ from app.core.config import settings
 from app.models.enums import Role
 
 OPENAPI_PATH = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+GRACEFUL_SHUTDOWN_SECONDS = 10  # SIGTERM: in-flight requests get this long to finish
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -25,7 +27,10 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # uvicorn kills a worker that has not answered its health ping within this; importing
+        # the app takes several seconds on a busy host, and 5 (the default) restarts it in a loop.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 0
     db_pool_timeout_seconds: float = 5.0
+    db_connect_timeout_seconds: int = Field(default=5, ge=2)  # libpq counts whole seconds, min 2
+    db_statement_timeout_seconds: float = Field(default=30.0, ge=0)  # 0: no limit
     data_dir: Path = Path("./var")
 
     jwt_issuer: str = "pharmref-local"

@@ -38,3 +38,20 @@ def is_current(engine: Engine) -> bool:
         return False
     heads = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_heads()
     return set(current) == set(heads)
+
+
+def serves_this_release(engine: Engine) -> bool:
+    """Readiness: reachable, and the schema is at this code's head, or at a revision this code
+    does not know: a newer release has migrated it and this process is an old one still running
+    during a rolling deploy (migrations only ever add what older code can ignore). An empty,
+    unreachable or not yet migrated database is not ready."""
+    try:
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except SQLAlchemyError:
+        return False
+    script = ScriptDirectory.from_config(alembic_config(str(engine.url)))
+    if current == set(script.get_heads()):
+        return True
+    known = {revision.revision for revision in script.walk_revisions()}
+    return bool(current) and not current & known

@@ -1,4 +1,19 @@
-"""The engine and the per-request session dependency."""
+"""The engine and the per-request session dependency.
+
+On PostgreSQL the engine is set up so that a database that goes away costs a request a bounded
+wait and a 503 (app/routers/errors.py), never a hang, and so that the process recovers by itself:
+
+| Where a request can wait          | Bound                                                      |
+|-----------------------------------|------------------------------------------------------------|
+| opening a connection              | `PHARMREF_DB_CONNECT_TIMEOUT_SECONDS` (libpq connect_timeout) |
+| waiting for a pooled connection   | `PHARMREF_DB_POOL_TIMEOUT_SECONDS`                          |
+| a statement on the server         | `PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS` (statement_timeout) |
+| a server that vanished mid-query  | TCP keepalives: about KEEPALIVE_IDLE + INTERVAL x COUNT s    |
+
+Recovery: `pool_pre_ping` tests a pooled connection before handing it out (and replaces it if the
+server restarted), and a disconnect seen on any connection invalidates the whole pool, so the
+first requests after an outage open fresh connections instead of failing on stale ones.
+"""
 
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -10,6 +25,10 @@ from sqlmodel import Session, create_engine
 
 from app.core.config import settings
 
+KEEPALIVE_IDLE_SECONDS = 5
+KEEPALIVE_INTERVAL_SECONDS = 2
+KEEPALIVE_COUNT = 3
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -20,9 +39,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def postgres_connect_args() -> dict[str, Any]:
+    """libpq parameters for every pooled connection (see the module docstring)."""
+    args: dict[str, Any] = {
+        "connect_timeout": settings.db_connect_timeout_seconds,
+        "application_name": "pharmref",
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+        "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
+        "keepalives_count": KEEPALIVE_COUNT,
+    }
+    if settings.db_statement_timeout_seconds > 0:
+        milliseconds = round(settings.db_statement_timeout_seconds * 1000)
+        args["options"] = f"-c statement_timeout={milliseconds}"
+    return args
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        new_engine = create_engine(url, connect_args={"check_same_thread": False})
+        new_engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
         event.listen(new_engine, "connect", _sqlite_pragmas)
         return new_engine
     return create_engine(
@@ -31,7 +72,7 @@ def make_engine(url: str) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_timeout=settings.db_pool_timeout_seconds,
-        connect_args={"connect_timeout": 5},
+        connect_args=postgres_connect_args(),
     )
 
 
@@ -43,4 +84,11 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# At most one session per pooled connection in each process. FastAPI validates a sync route's
+# response in a worker thread after the route returns, while its session (and, after a read,
+# the connection) is still open. With more sessions than connections, a burst left every worker
+# thread waiting for a connection held by a request waiting for a thread, until the pool timeout
+# turned them all into 503s. Requests beyond the limit wait here without holding a thread.
+SESSION_LIMIT = settings.db_pool_size + settings.db_max_overflow
+
+SessionDep = Annotated[Session, Depends(get_session, max_concurrency=SESSION_LIMIT)]

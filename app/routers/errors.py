@@ -5,7 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -109,12 +109,25 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return render_error(error, fhir=_is_fhir(request))
 
 
-async def database_error_handler(request: Request, exc: Exception) -> Response:
-    logger.warning("database unavailable: %s", type(exc).__name__)
-    error = ServiceUnavailable(
-        "The database is unavailable; retry shortly.", headers={"Retry-After": "2"}
+RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The database is unavailable; retry shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
-    return render_error(error, fhir=_is_fhir(request))
+
+
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    """Connection refused or lost, pool exhausted, statement timed out: a 503 the caller may
+    retry (intake is idempotent by X-Request-Id / Idempotency-Key), logged without a trace."""
+    if isinstance(exc, DBAPIError) and not (
+        isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+    ):
+        return await unhandled_error_handler(request, exc)
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return render_error(database_unavailable(), fhir=_is_fhir(request))
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
@@ -129,7 +142,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    app.add_exception_handler(OperationalError, database_error_handler)
-    app.add_exception_handler(InterfaceError, database_error_handler)
+    app.add_exception_handler(DBAPIError, database_error_handler)
     app.add_exception_handler(PoolTimeoutError, database_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.db import migrations
 from app.db.session import engine
+from app.routers import errors
 
 router = APIRouter(tags=["health"])
 
@@ -25,7 +26,10 @@ def read_health() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 def read_readiness() -> JSONResponse:
     """The database is reachable and its schema is at the latest migration."""
-    ready = migrations.is_current(engine)
+    if migrations.serves_this_release(engine):
+        return JSONResponse({"status": "ok"})
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable"}, status_code=200 if ready else 503
+        {"status": "unavailable"},
+        status_code=503,
+        headers={"Retry-After": str(errors.RETRY_AFTER_SECONDS)},
     )
