@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -19,6 +20,11 @@ from app.db.session import get_session
 from app.main import app
 from app.services.demo_directory import demo_directory_path
 from app.services.directory_import import import_directory
+
+# Property tests share a busy 2-core CI machine with PostgreSQL: no per-example deadline (a slow
+# example is not a failure), and fixed seeds so a CI run is repeatable.
+hypothesis_settings.register_profile("pharmref", deadline=None, derandomize=True)
+hypothesis_settings.load_profile("pharmref")
 
 
 def _test_url() -> str:
