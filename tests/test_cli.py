@@ -82,6 +82,7 @@ def test_sweep_once_prints_the_counts(
     assert limits == [settings.sweep_batch_size]
 
 
+@pytest.mark.usefixtures("preserve_logging")
 def test_sweep_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 

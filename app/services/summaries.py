@@ -88,10 +88,11 @@ def latest_consultation(
     return consultation
 
 
-def read_summary_bundle(
-    *, session: Session, bundle_id: str, caller: User, fmt: MessageFormat
-) -> dict[str, object]:
-    """GET /fhir/Bundle/{id}: a summary document, for the referrer, the registered practice or the pharmacy."""
+def find_summary(
+    *, session: Session, bundle_id: str, caller: User
+) -> tuple[Referral, Consultation]:
+    """GET /fhir/Bundle/{id}: the consultation and its referral, for the referrer, the registered
+    practice or the pharmacy."""
     from app.services.referrals import get_visible_referral
 
     try:
@@ -103,7 +104,7 @@ def read_summary_bundle(
     referral = get_visible_referral(
         session=session, referral_id=str(consultation.referral_id), caller=caller
     )
-    return render_required(session=session, referral=referral, consultation=consultation, fmt=fmt)
+    return referral, consultation
 
 
 def render_required(
