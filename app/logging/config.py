@@ -5,8 +5,17 @@ import logging.config
 from typing import Any, TextIO
 
 # Libraries whose debug output would carry statement parameters or request detail: kept at
-# WARNING whatever the level, so a DEBUG run never writes patient data.
-QUIET = ("sqlalchemy", "httpx", "httpcore", "multipart", "python_multipart", "asyncio")
+# WARNING whatever the level, so a DEBUG run never writes patient data (and alembic's plugin
+# chatter at import, in every worker).
+QUIET = (
+    "sqlalchemy",
+    "httpx",
+    "httpcore",
+    "multipart",
+    "python_multipart",
+    "asyncio",
+    "alembic.runtime.plugins",
+)
 
 
 def log_config(level: str = "info", *, stream: str = "ext://sys.stdout") -> dict[str, Any]:

@@ -2,6 +2,9 @@
 reads of patient data, and the per-client rate limit."""
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
@@ -77,7 +80,11 @@ class ReadAuditor:
     route: str
 
     def record(self, referrals: Referral | Iterable[Referral]) -> None:
+        """Record the referrals shown; an answer that shows none (an empty search) disclosed
+        nothing, and a poll that finds nothing new writes nothing."""
         shown = [referrals] if isinstance(referrals, Referral) else list(referrals)
+        if not shown:
+            return
         audit_service.record_read(
             session=self.session,
             caller=self.caller,
@@ -109,15 +116,46 @@ AuditedReferral = Annotated[Referral, Depends(get_audited_referral)]
 # ---- rate limit ----------------------------------------------------------------------------------
 
 
-def _client_key(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
+class _VerifiedTokens:
+    """Rate-limit keys of tokens this process verified in the last minute, so the limit does not
+    verify a signature per request on top of the authentication's (the key only chooses whose
+    budget a request counts against; authentication still checks every token in full)."""
+
+    ttl_seconds = 60.0
+    max_entries = 4096
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.keys: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def key(self, token: str) -> str | None:
+        now = time.monotonic()
+        with self.lock:
+            known = self.keys.get(token)
+        if known is not None and known[1] > now:
+            return known[0]
         try:
             user = decode_token(token)
         except AppError:
-            pass  # an invalid token counts against the address it came from
-        else:
-            return rate_limit.client_key(org=user.org, subject=user.subject)
+            return None  # an invalid token counts against the address it came from
+        key = rate_limit.client_key(org=user.org, subject=user.subject)
+        with self.lock:
+            self.keys[token] = (key, now + self.ttl_seconds)
+            self.keys.move_to_end(token)
+            while len(self.keys) > self.max_entries:
+                self.keys.popitem(last=False)
+        return key
+
+
+_verified_tokens = _VerifiedTokens()
+
+
+def _client_key(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        key = _verified_tokens.key(token)
+        if key is not None:
+            return key
     return rate_limit.client_key(ip=request.client.host if request.client else "unknown")
 
 

@@ -97,6 +97,26 @@ def test_search_records_every_referral_on_the_page(client: TestClient, session: 
     assert row.actor_role is Role.PHARMACY
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/referrals?status=cancelled",
+        "/fhir/ServiceRequest?status=revoked",
+        f"/fhir/Task?based-on=ServiceRequest/{uuid.uuid4()}",
+    ],
+)
+def test_search_that_finds_nothing_writes_nothing(
+    client: TestClient, session: Session, path: str
+) -> None:
+    make_referral(session)
+    before = len(reads(session))
+
+    response = client.get(path, headers=auth(Role.PHARMACY, "FA002"))
+
+    assert response.status_code == 200, response.text
+    assert len(reads(session)) == before
+
+
 def test_generated_request_id_recorded_when_none_sent(client: TestClient, session: Session) -> None:
     referral = make_referral(session)
     before = len(reads(session))
