@@ -1,7 +1,8 @@
 """read audit and rate limit counters
 
 The audit of reads of patient data (one read_audit row per read, one read_audit_referral row per
-referral it disclosed), and one rate_limit_counter row per client.
+referral it disclosed), one rate_limit_counter row per client, and an index on referral (service,
+status) for the /metrics count by service and state.
 
 Revision ID: 643e33563cd7
 Revises: 348c2a02bf20
@@ -23,6 +24,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("referral", schema=None) as batch_op:
+        batch_op.create_index("ix_referral_service_status", ["service", "status"], unique=False)
     op.create_table(
         "rate_limit_counter",
         sa.Column("client_key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -103,3 +106,5 @@ def downgrade() -> None:
 
     op.drop_table("read_audit")
     op.drop_table("rate_limit_counter")
+    with op.batch_alter_table("referral", schema=None) as batch_op:
+        batch_op.drop_index("ix_referral_service_status")

@@ -114,17 +114,16 @@ def test_zero_disables_the_limit(client: TestClient, monkeypatch: pytest.MonkeyP
 def test_a_token_is_verified_once_for_the_limit_then_remembered(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.auth.tokens import create_access_token
+    from app.auth.tokens import create_access_token, decode_token
 
     token = create_access_token(subject=f"memo-{id(client)}", org="FA001", role=Role.PHARMACY)
     verified: list[str] = []
-    real = deps.decode_token
 
     def counting(value: str) -> object:
         verified.append(value)
-        return real(value)
+        return decode_token(value)
 
-    monkeypatch.setattr(deps, "decode_token", counting)
+    monkeypatch.setattr("app.routers.deps.decode_token", counting)
 
     codes = statuses(
         client, "/api/v1/organisations/FA001", {"Authorization": f"Bearer {token}"}, LIMIT + 1
