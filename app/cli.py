@@ -3,7 +3,6 @@
 import argparse
 import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -15,18 +14,38 @@ GRACEFUL_SHUTDOWN_SECONDS = 10  # SIGTERM: in-flight requests get this long to f
 WORKER_HEALTHCHECK_SECONDS = 30
 
 
+def _prepare_metrics_dir(workers: int) -> None:
+    """Worker processes share one metrics directory (prometheus_client multiprocess mode): the
+    one named by PROMETHEUS_MULTIPROC_DIR, emptied of the last run's files, or with several
+    workers and none named, a new temporary one. Set before the workers start, which inherit it."""
+    import os
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    elif workers > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pharmref-metrics-")
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from app.auth.tokens import ensure_local_key_pair
+    from app.logging import log_config
 
     ensure_local_key_pair()  # before workers fork, so they all verify with one key
+    _prepare_metrics_dir(args.workers)
     uvicorn.run(
         "app.main:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=log_config(args.log_level),
+        access_log=False,  # the middleware writes pharmref.access lines (route, status, ms)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # uvicorn kills a worker that has not answered its health ping within this; importing
         # the app takes several seconds on a busy host, and 5 (the default) restarts it in a loop.
@@ -90,6 +109,7 @@ def _sweep(args: argparse.Namespace) -> None:
     import anyio
 
     from app.db.session import engine
+    from app.logging import configure_logging
     from app.services import sweep
 
     if args.once:
@@ -99,7 +119,7 @@ def _sweep(args: argparse.Namespace) -> None:
             f"closed no-contact: {result.closed_no_contact}"
         )
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     batch = partial(sweep.sweep_batch, bind=engine, limit=settings.sweep_batch_size)
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(partial(sweep.sweep_periodically, interval=args.interval, batch=batch))
@@ -126,8 +146,10 @@ def _worker(args: argparse.Namespace) -> None:
     import threading
 
     from app.db.session import engine
+    from app.logging import configure_logging
     from app.services import delivery
 
+    configure_logging(settings.log_level)
     if args.once:
         with delivery.make_client() as client:
             sent = total = delivery.run_once(engine=engine, client=client)
@@ -150,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        default=settings.log_level,
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="JSON log lines at this level and above (default: PHARMREF_LOG_LEVEL or info)",
+    )
     serve.set_defaults(func=_serve)
 
     commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_migrate)

@@ -11,7 +11,20 @@ from fastapi.routing import APIRoute
 from app.core.config import settings
 from app.db.session import engine
 from app.middleware import RequestContextMiddleware
-from app.routers import consultations, deliveries, errors, fhir, health, organisations, referrals
+from app.routers import (
+    audit,
+    consultations,
+    deliveries,
+    errors,
+    fhir,
+    health,
+    metrics,
+    organisations,
+    referrals,
+)
+from app.routers.deps import RateLimited
+from app.routers.examples import error_responses
+from app.routers.fhir_docs import OPERATION_OUTCOME_RESPONSES
 from app.services import sweep
 
 DESCRIPTION = """
@@ -59,13 +72,27 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # Health and metrics are not rate limited: load balancers and Prometheus poll them.
     app.include_router(health.router)
-    app.include_router(organisations.router)
-    app.include_router(referrals.router)
-    app.include_router(consultations.router)
-    app.include_router(deliveries.router)
-    app.include_router(fhir.router)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(metrics.router)
+    for router in (
+        organisations.router,
+        referrals.router,
+        consultations.router,
+        deliveries.router,
+        audit.router,
+    ):
+        app.include_router(router, dependencies=[RateLimited], responses=error_responses(429))
+    app.include_router(
+        fhir.router,
+        dependencies=[RateLimited],
+        responses={429: OPERATION_OUTCOME_RESPONSES[429]},
+    )
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     return app
 
 

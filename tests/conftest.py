@@ -2,6 +2,7 @@
 PHARMREF_TEST_DATABASE_URL names one), the demo directory loaded once, and a transaction per test
 that is rolled back afterwards (services' own commits become savepoints)."""
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -60,6 +61,16 @@ def _no_background_sweep() -> Iterator[None]:
     settings.sweep_interval_seconds = interval
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_rate_limit() -> Iterator[None]:
+    """Fuzzing and property tests send hundreds of requests as one client within a minute; the
+    rate limit's own tests (tests/routers/test_rate_limit.py) turn it on."""
+    limit = settings.rate_limit_per_minute
+    settings.rate_limit_per_minute = 0
+    yield
+    settings.rate_limit_per_minute = limit
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     url = _test_url()
@@ -96,3 +107,23 @@ def client(session: Session) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
     app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def preserve_logging() -> Iterator[None]:
+    """Put the logging configuration back after a test that installs pharmref's own
+    (`configure_logging` replaces the root handlers, pytest's capture among them)."""
+    manager = logging.Logger.manager
+    names = [None, *manager.loggerDict]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.level, list(logger.handlers), logger.propagate, logger.disabled)
+    yield
+    for name in [None, *manager.loggerDict]:
+        logger = logging.getLogger(name)
+        level, handlers, propagate, disabled = saved.get(name, (logging.NOTSET, [], True, False))
+        logger.setLevel(level)
+        logger.handlers = handlers
+        logger.propagate = propagate
+        logger.disabled = disabled

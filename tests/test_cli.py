@@ -1,5 +1,7 @@
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jose import jwt
@@ -82,6 +84,7 @@ def test_sweep_once_prints_the_counts(
     assert limits == [settings.sweep_batch_size]
 
 
+@pytest.mark.usefixtures("preserve_logging")
 def test_sweep_runs_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
@@ -106,3 +109,46 @@ def test_sweep_interval_must_be_positive(capsys: pytest.CaptureFixture[str], int
 
     assert excinfo.value.code == 2
     assert "--interval" in capsys.readouterr().err
+
+
+def test_serve_installs_json_logging_and_turns_the_uvicorn_access_log_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+
+    main(["serve", "--port", "8799", "--log-level", "warning"])
+
+    [call] = calls
+    assert call["app"] == "app.main:app"
+    assert call["access_log"] is False
+    config = call["log_config"]
+    assert config["formatters"]["json"]["()"] == "app.logging.formatter.JsonFormatter"
+    assert config["root"]["level"] == "WARNING"
+    assert config["loggers"]["uvicorn.access"]["propagate"] is False
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # one worker: in-process metrics
+
+
+def test_serve_with_workers_shares_a_fresh_metrics_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **__: None)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    main(["serve", "--workers", "3"])
+    created = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert created.is_dir()
+
+    named = tmp_path / "metrics"
+    named.mkdir()
+    (named / "histogram_123.db").write_bytes(b"stale")
+    (named / "keep.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(named))
+    main(["serve", "--workers", "2"])
+
+    assert sorted(p.name for p in named.iterdir()) == ["keep.txt"]
+    created.rmdir()

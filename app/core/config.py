@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     token_ttl: timedelta = timedelta(hours=8)
 
     max_body_bytes: int = 1_000_000
+    max_header_bytes: int = Field(default=16_384, ge=1024)  # all request headers together
+    log_level: str = "info"
+    # Requests per client per minute (fixed window, counted in the database); 0: no limit.
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as a bearer token
+    metrics_cache_seconds: float = Field(default=30.0, ge=0)  # database gauges per process
     supported_bars_versions: list[str] = ["1.0.0-beta", "1.0.0", "1.1.0", "1.1.1", "1.1.2"]
     due_hours: dict[Service, int] = Field(default_factory=_default_due_hours)
     # A received referral is closed as no-contact this long after its due time; a service left

@@ -83,6 +83,18 @@ class PayloadTooLarge(AppError):
     rec_code = "REC_BAD_REQUEST"
 
 
+class HeadersTooLarge(AppError):
+    status_code = 431
+    issue_code = "too-costly"
+    rec_code = "REC_BAD_REQUEST"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    issue_code = "throttled"
+    rec_code = "REC_TOO_MANY_REQUESTS"
+
+
 class Unprocessable(AppError):
     """The payload is well formed but breaks a business rule or names an unsupported version."""
 

@@ -1,5 +1,23 @@
 """Importing this package registers every table on SQLModel.metadata (Alembic relies on it)."""
 
-from app.models import consultation, delivery, event, organisation, referral, rollup
+from app.models import (
+    audit,
+    consultation,
+    delivery,
+    event,
+    organisation,
+    rate_limit,
+    referral,
+    rollup,
+)
 
-__all__ = ["consultation", "delivery", "event", "organisation", "referral", "rollup"]
+__all__ = [
+    "audit",
+    "consultation",
+    "delivery",
+    "event",
+    "organisation",
+    "rate_limit",
+    "referral",
+    "rollup",
+]

@@ -54,6 +54,8 @@ class Referral(SQLModel, table=True):
         Index("ix_referral_referrer_ods_created_at", "referrer_ods", "created_at"),
         Index("ix_referral_updated_at", "updated_at"),
         Index("ix_referral_status_due_at", "status", "due_at"),
+        # /metrics counts referrals by service and state: an index-only scan instead of the table
+        Index("ix_referral_service_status", "service", "status"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)

@@ -18,7 +18,7 @@ from app.models.consultation import (
     PharmacyFirstConsultationIn,
 )
 from app.models.delivery import MessageFormat
-from app.routers.deps import VisibleReferral, etag, expected_version
+from app.routers.deps import AuditedReferral, VisibleReferral, etag, expected_version
 from app.routers.examples import error_responses
 from app.services import consultations as consultation_service
 from app.services import summaries
@@ -84,7 +84,7 @@ def create_consultation(
         **error_responses(401, 403, 404),
     },
 )
-def read_consultations(session: SessionDep, referral: VisibleReferral) -> list[ConsultationPublic]:
+def read_consultations(session: SessionDep, referral: AuditedReferral) -> list[ConsultationPublic]:
     """The consultations recorded for a referral, oldest first."""
     return consultation_service.list_consultations(session=session, referral=referral)
 
@@ -104,7 +104,7 @@ def read_consultations(session: SessionDep, referral: VisibleReferral) -> list[C
 )
 def read_summary(
     session: SessionDep,
-    referral: VisibleReferral,
+    referral: AuditedReferral,
     format: Annotated[
         MessageFormat | None,
         Query(alias="_format", description="fhir-r4 (default) or gp-connect-update-record"),

@@ -1,14 +1,32 @@
-"""Shared router dependencies: loaders that 404 for what the caller may not see."""
+"""Shared router dependencies: loaders that 404 for what the caller may not see, the audit of
+reads of patient data, and the per-client rate limit."""
 
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from app.auth.deps import PatientDataReader
-from app.core.errors import BadRequest, Issue
+from app.auth.tokens import decode_token
+from app.core.config import settings
+from app.core.errors import AppError, BadRequest, Issue, TooManyRequests
+from app.db.base import utc_now
 from app.db.session import SessionDep
+from app.middleware import route_template
 from app.models.referral import Referral
+from app.models.user import User
+from app.services import audit as audit_service
+from app.services import rate_limit
 from app.services import referrals as referral_service
+
+logger = logging.getLogger("pharmref.rate_limit")
 
 
 def get_visible_referral(
@@ -47,3 +65,119 @@ def expected_version(if_match: str | None, body_version: int | None) -> int | No
 
 def etag(version: int) -> str:
     return f'W/"{version}"'
+
+
+# ---- audit of reads ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAuditor:
+    """Records that the caller was shown referrals' patient data through this request's route."""
+
+    session: Session
+    caller: User
+    method: str
+    route: str
+
+    def record(self, referrals: Referral | Iterable[Referral]) -> None:
+        """Record the referrals shown; an answer that shows none (an empty search) disclosed
+        nothing, and a poll that finds nothing new writes nothing."""
+        shown = [referrals] if isinstance(referrals, Referral) else list(referrals)
+        if not shown:
+            return
+        audit_service.record_read(
+            session=self.session,
+            caller=self.caller,
+            method=self.method,
+            route=self.route,
+            referral_ids=[referral.id for referral in shown],
+        )
+
+
+def get_read_auditor(request: Request, session: SessionDep, user: PatientDataReader) -> ReadAuditor:
+    return ReadAuditor(
+        session=session, caller=user, method=request.method, route=route_template(request.scope)
+    )
+
+
+ReadAudit = Annotated[ReadAuditor, Depends(get_read_auditor)]
+"""For searches and reads that resolve referrals themselves: `audit.record(page)`."""
+
+
+def get_audited_referral(referral: VisibleReferral, audit: ReadAudit) -> Referral:
+    audit.record(referral)
+    return referral
+
+
+AuditedReferral = Annotated[Referral, Depends(get_audited_referral)]
+"""A VisibleReferral whose read is audited (committed before the route returns any data)."""
+
+
+# ---- rate limit ----------------------------------------------------------------------------------
+
+
+class _VerifiedTokens:
+    """Rate-limit keys of tokens this process verified in the last minute, so the limit does not
+    verify a signature per request on top of the authentication's (the key only chooses whose
+    budget a request counts against; authentication still checks every token in full)."""
+
+    ttl_seconds = 60.0
+    max_entries = 4096
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.keys: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def key(self, token: str) -> str | None:
+        now = time.monotonic()
+        with self.lock:
+            known = self.keys.get(token)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            user = decode_token(token)
+        except AppError:
+            return None  # an invalid token counts against the address it came from
+        key = rate_limit.client_key(org=user.org, subject=user.subject)
+        with self.lock:
+            self.keys[token] = (key, now + self.ttl_seconds)
+            self.keys.move_to_end(token)
+            while len(self.keys) > self.max_entries:
+                self.keys.popitem(last=False)
+        return key
+
+
+_verified_tokens = _VerifiedTokens()
+
+
+def _client_key(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        key = _verified_tokens.key(token)
+        if key is not None:
+            return key
+    return rate_limit.client_key(ip=request.client.host if request.client else "unknown")
+
+
+def enforce_rate_limit(request: Request, session: SessionDep) -> None:
+    """429 with Retry-After once a client has made PHARMREF_RATE_LIMIT_PER_MINUTE requests in
+    the current minute (0: no limit)."""
+    limit = settings.rate_limit_per_minute
+    if limit <= 0:
+        return
+    decision = rate_limit.hit(session=session, key=_client_key(request), limit=limit, now=utc_now())
+    if rate_limit.purge_due():
+        try:
+            rate_limit.purge_stale(session=session, now=utc_now())
+        except SQLAlchemyError as exc:
+            session.rollback()
+            logger.warning("rate limit purge failed: %s", type(exc).__name__)
+    if not decision.allowed:
+        raise TooManyRequests(
+            f"More than {limit} requests in a minute from this client; "
+            f"retry after {decision.retry_after} seconds.",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
+RateLimited = Depends(enforce_rate_limit)

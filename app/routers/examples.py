@@ -62,5 +62,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         422: "Invalid fields or a broken business rule",
         428: "Send If-Match or a version field",
+        429: "Too many requests from this client this minute: wait for Retry-After seconds",
     }
     return {code: {"model": ErrorBody, "description": described[code]} for code in codes}

@@ -19,7 +19,7 @@ from app.fhir import task as task_fhir
 from app.fhir.capability import capability_statement
 from app.fhir.responses import FHIR_JSON, FHIRResponse
 from app.models.delivery import MessageFormat
-from app.routers.deps import RawBody, VisibleReferral
+from app.routers.deps import AuditedReferral, RawBody, ReadAudit
 from app.routers.fhir_docs import (
     BUNDLE_SCHEMA,
     COMPOSITION_SEARCH_PARAMETERS,
@@ -103,7 +103,7 @@ def process_message(
     "/ServiceRequest/{referral_id}",
     responses={**fhir_response("ServiceRequest"), **OPERATION_OUTCOME_RESPONSES},
 )
-def read_service_request(referral: VisibleReferral) -> FHIRResponse:
+def read_service_request(referral: AuditedReferral) -> FHIRResponse:
     """A referral as a FHIR ServiceRequest (another organisation's reads as 404)."""
     return FHIRResponse(service_request_fhir.service_request_json(referral))
 
@@ -116,6 +116,7 @@ def search_service_requests(
     request: Request,
     session: SessionDep,
     user: PatientDataReader,
+    audit: ReadAudit,
     status: Annotated[
         str | None, Query(description="FHIR request status: active, revoked, completed")
     ] = None,
@@ -150,6 +151,7 @@ def search_service_requests(
         limit=count,
         order=referral_service.ReferralOrder.LAST_UPDATED,
     )
+    audit.record(page)
     self_url = str(request.url)
     next_url = str(URL(self_url).include_query_params(_cursor=next_cursor)) if next_cursor else None
     return FHIRResponse(
@@ -161,7 +163,7 @@ def search_service_requests(
     "/Task/{referral_id}",
     responses={**fhir_response("Task"), **OPERATION_OUTCOME_RESPONSES},
 )
-def read_task(referral: VisibleReferral) -> FHIRResponse:
+def read_task(referral: AuditedReferral) -> FHIRResponse:
     """The receiving pharmacy's work on a referral as a FHIR Task (id = the referral id)."""
     return FHIRResponse(task_fhir.task_json(referral))
 
@@ -174,6 +176,7 @@ def search_tasks(
     request: Request,
     session: SessionDep,
     user: PatientDataReader,
+    audit: ReadAudit,
     based_on: Annotated[
         str,
         Query(
@@ -191,6 +194,7 @@ def search_tasks(
     referrals = referral_service.list_referral_and_forwards(
         session=session, referral_id=referral_id, caller=user
     )
+    audit.record(referrals)
     return FHIRResponse(task_fhir.searchset_json(referrals, self_url=str(request.url)))
 
 
@@ -250,6 +254,7 @@ def search_organizations(
 def read_bundle(
     session: SessionDep,
     user: PatientDataReader,
+    audit: ReadAudit,
     bundle_id: Annotated[str, Path(max_length=64)],
     format: Annotated[
         MessageFormat,
@@ -257,8 +262,14 @@ def read_bundle(
     ] = MessageFormat.R4,
 ) -> FHIRResponse:
     """A consultation summary document Bundle (id = the consultation id)."""
+    referral, consultation = summaries.find_summary(
+        session=session, bundle_id=bundle_id, caller=user
+    )
+    audit.record(referral)
     return FHIRResponse(
-        summaries.read_summary_bundle(session=session, bundle_id=bundle_id, caller=user, fmt=format)
+        summaries.render_required(
+            session=session, referral=referral, consultation=consultation, fmt=format
+        )
     )
 
 
@@ -268,7 +279,7 @@ def read_bundle(
     openapi_extra={"parameters": COMPOSITION_SEARCH_PARAMETERS},
 )
 def search_compositions(
-    request: Request, session: SessionDep, user: PatientDataReader
+    request: Request, session: SessionDep, user: PatientDataReader, audit: ReadAudit
 ) -> FHIRResponse:
     """Find consultation summaries: the Compositions leading their documents, oldest first."""
     criteria = composition_fhir.parse_search(
@@ -283,6 +294,7 @@ def search_compositions(
         cursor=criteria.cursor,
         limit=criteria.count,
     )
+    audit.record([head.referral for head in page.heads])
     self_url = URL(str(request.url))
     next_url = self_url.include_query_params(_cursor=page.next_cursor) if page.next_cursor else None
     return FHIRResponse(
@@ -303,10 +315,12 @@ def search_compositions(
 def read_composition(
     session: SessionDep,
     user: PatientDataReader,
+    audit: ReadAudit,
     composition_id: Annotated[str, Path(max_length=64)],
 ) -> FHIRResponse:
     """A consultation summary's Composition (id = the document Bundle id)."""
     head = summaries.read_summary_head(session=session, composition_id=composition_id, caller=user)
+    audit.record(head.referral)
     return FHIRResponse(
         composition_fhir.composition_json(
             consultation=head.consultation, referral=head.referral, pharmacy_name=head.pharmacy_name

@@ -345,5 +345,6 @@ OPERATION_OUTCOME_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "REC_CONFLICT: duplicate X-Request-Id, or a state conflict",
         413: "Body too large",
         422: "REC_UNPROCESSABLE_ENTITY: unsupported version or use case, or a business rule",
+        429: "REC_TOO_MANY_REQUESTS: wait for Retry-After seconds",
     }.items()
 }

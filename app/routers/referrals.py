@@ -23,7 +23,7 @@ from app.models.referral import (
     ReferralPublic,
     ReferralsPublic,
 )
-from app.routers.deps import VisibleReferral, etag, expected_version
+from app.routers.deps import AuditedReferral, ReadAudit, VisibleReferral, etag, expected_version
 from app.routers.examples import BP_REFERRAL, DMS_REFERRAL, JSON_REFERRAL, error_responses
 from app.services import lifecycle
 from app.services import referrals as referral_service
@@ -77,6 +77,7 @@ def create_referral(
 def read_referrals(
     session: SessionDep,
     user: PatientDataReader,
+    audit: ReadAudit,
     status: ReferralStatus | None = None,
     service: Service | None = None,
     since: Annotated[
@@ -111,6 +112,7 @@ def read_referrals(
         limit=limit,
         order=referral_service.ReferralOrder(order),
     )
+    audit.record(page)
     return ReferralsPublic(
         data=[referral_service.to_public(r) for r in page], next_cursor=next_cursor
     )
@@ -119,7 +121,7 @@ def read_referrals(
 @router.get(
     "/{referral_id}", response_model=ReferralPublic, responses=error_responses(401, 403, 404)
 )
-def read_referral(referral: VisibleReferral, response: Response) -> ReferralPublic:
+def read_referral(referral: AuditedReferral, response: Response) -> ReferralPublic:
     """Get one referral the caller may see (another organisation's referral reads as 404)."""
     response.headers["ETag"] = etag(referral.version)
     return referral_service.to_public(referral)
@@ -130,7 +132,7 @@ def read_referral(referral: VisibleReferral, response: Response) -> ReferralPubl
     response_model=ReferralHistory,
     responses=error_responses(401, 403, 404),
 )
-def read_referral_history(session: SessionDep, referral: VisibleReferral) -> ReferralHistory:
+def read_referral_history(session: SessionDep, referral: AuditedReferral) -> ReferralHistory:
     """The referral's whole timeline: every state change, who made it and when."""
     return lifecycle.read_history(session=session, referral=referral)
 

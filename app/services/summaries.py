@@ -96,10 +96,11 @@ def latest_consultation(
     return consultation
 
 
-def read_summary_bundle(
-    *, session: Session, bundle_id: str, caller: User, fmt: MessageFormat
-) -> dict[str, object]:
-    """GET /fhir/Bundle/{id}: a summary document, for the referrer, the registered practice or the pharmacy."""
+def find_summary(
+    *, session: Session, bundle_id: str, caller: User
+) -> tuple[Referral, Consultation]:
+    """GET /fhir/Bundle/{id}: the consultation and its referral, for the referrer, the registered
+    practice or the pharmacy."""
     try:
         consultation = session.get(Consultation, uuid.UUID(bundle_id))
     except ValueError:
@@ -109,7 +110,7 @@ def read_summary_bundle(
     referral = referral_service.get_visible_referral(
         session=session, referral_id=str(consultation.referral_id), caller=caller
     )
-    return render_required(session=session, referral=referral, consultation=consultation, fmt=fmt)
+    return referral, consultation
 
 
 def render_required(

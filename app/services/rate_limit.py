@@ -1,0 +1,94 @@
+"""Per-client rate limiting shared by every API process and host: a fixed one-minute window
+counted in the database with one atomic upsert per request.
+
+The upsert either starts the client's count for the current window or adds one to it, and
+returns the count, so concurrent requests on any number of processes are counted exactly. A
+client may send up to twice the limit across a window boundary (the fixed-window trade-off for
+one statement per request). Refused requests count too; the window still ends on time.
+"""
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, delete, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from app.models.rate_limit import RateLimitCounter
+
+WINDOW_SECONDS = 60
+PURGE_EVERY_SECONDS = 600.0
+_MAX_KEY = 200
+
+_counter = RateLimitCounter.__table__  # type: ignore[attr-defined]
+_last_purge = {"at": float("-inf")}  # per process: only when to tidy, never a count
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    count: int
+    retry_after: int  # whole seconds until the window ends (at least 1)
+
+
+def client_key(*, org: str | None = None, subject: str | None = None, ip: str | None = None) -> str:
+    """`client:<org>:<subject>` for an authenticated caller, else `ip:<address>`; long keys are
+    replaced by their SHA-256 so every key fits the column."""
+    key = f"client:{org}:{subject}" if org is not None and subject is not None else f"ip:{ip}"
+    if len(key) > _MAX_KEY:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def _upsert(dialect: str, *, key: str, window: int) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_counter).values(client_key=key, window_index=window, hits=1)
+    # A host whose clock runs a little behind keeps counting in the newer window it finds.
+    current = _counter.c.window_index >= window
+    return statement.on_conflict_do_update(
+        index_elements=[_counter.c.client_key],
+        set_={
+            "hits": case((current, _counter.c.hits + 1), else_=1),
+            "window_index": case((current, _counter.c.window_index), else_=window),
+        },
+    ).returning(_counter.c.hits, _counter.c.window_index)
+
+
+def hit(*, session: Session, key: str, limit: int, now: datetime) -> Decision:
+    """Count one request for `key` and decide it (one short transaction)."""
+    instant = now.timestamp()
+    window = math.floor(instant / WINDOW_SECONDS)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # A counter lost in a crash costs nothing; not waiting for the WAL flush saves each
+        # request a disk sync.
+        session.execute(text("SET LOCAL synchronous_commit = off"))
+    count, counted_window = session.execute(_upsert(dialect, key=key, window=window)).one()
+    session.commit()
+    retry_after = max(1, math.ceil((counted_window + 1) * WINDOW_SECONDS - instant))
+    return Decision(allowed=count <= limit, limit=limit, count=count, retry_after=retry_after)
+
+
+def purge_due() -> bool:
+    """Whether this process should tidy the table now (at most every PURGE_EVERY_SECONDS)."""
+    if time.monotonic() - _last_purge["at"] < PURGE_EVERY_SECONDS:
+        return False
+    _last_purge["at"] = time.monotonic()
+    return True
+
+
+def purge_stale(*, session: Session, now: datetime) -> int:
+    """Delete the rows of clients not seen since before the previous window (they would only be
+    reset). Its own transaction, after the request's count, so it never holds a counter while
+    waiting for another."""
+    window = math.floor(now.timestamp() / WINDOW_SECONDS)
+    result = session.execute(
+        delete(RateLimitCounter).where(col(RateLimitCounter.window_index) < window - 1)
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
