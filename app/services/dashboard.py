@@ -242,7 +242,9 @@ def format_figure(value: float | None, kind: str) -> str:
     if kind == "percent":
         return f"{value:.0%}"
     if kind == "rate":
-        return f"{value:,.2f}"
+        if value == 0 or abs(value) >= 0.1:
+            return f"{value:,.2f}"
+        return f"{value:.2g}"  # two significant figures: a small rate never reads as zero
     return f"{value:,.1f}"
 
 
