@@ -160,18 +160,25 @@ class _Scale:
         return self.baseline - span * (value / self.top_value)
 
 
-def _legend(entries: list[tuple[str, str]], *, y: int) -> str:
-    """Legend items left to right: (swatch SVG drawn at x 0 to 18, label)."""
+LEGEND_ROW = 20
+
+
+def _legend(entries: list[tuple[str, str]], *, y: int) -> tuple[str, int]:
+    """Legend items left to right, wrapping onto more rows when the width runs out: (swatch SVG
+    drawn at x 0 to 18, label). Returns the SVG and the y of the last row."""
     parts = [f'<g class="legend" transform="translate({MARGIN_LEFT} {y})">']
-    x = 0
+    x = row = 0
     for swatch, label in entries:
+        width = 26 + round(6.5 * len(label)) + 20
+        if x and x + width > WIDTH - MARGIN_LEFT - MARGIN_RIGHT:
+            x, row = 0, row + 1
         parts.append(
-            f'<g transform="translate({x} 0)">{swatch}'
+            f'<g transform="translate({x} {row * LEGEND_ROW})">{swatch}'
             f'<text x="26" y="4" dy="4">{_text(label)}</text></g>'
         )
-        x += 26 + 7 * len(label) + 24
+        x += width
     parts.append("</g>")
-    return "".join(parts)
+    return "".join(parts), y + row * LEGEND_ROW
 
 
 def _hatch_swatch(chart_id: str) -> tuple[str, str]:
@@ -195,12 +202,10 @@ def bar_chart(
     decimals: int | None = None,
 ) -> str:
     """Vertical bars in the order given, with an optional horizontal target line."""
-    plot_top = MARGIN_TOP + 16
     baseline = BAR_HEIGHT - BAR_MARGIN_BOTTOM
     plot_right = WIDTH - MARGIN_RIGHT
     values = [bar.value for bar in bars if bar.value is not None and _shown(bar.value)]
     ticks = nice_ticks(max([*values, target or 0.0, 0.0]))
-    y_of = _Scale(top_value=ticks[-1], plot_top=plot_top, baseline=baseline)
     parts = _open(
         chart_id=chart_id, kind="bar-chart", height=BAR_HEIGHT, title=title, description=description
     )
@@ -215,7 +220,10 @@ def bar_chart(
         )
     if any(bar.value is None for bar in bars):
         legend.append(_hatch_swatch(chart_id))
-    parts.append(_legend(legend, y=40))
+    legend_svg, legend_bottom = _legend(legend, y=40)
+    parts.append(legend_svg)
+    plot_top = legend_bottom + MARGIN_TOP - 24
+    y_of = _Scale(top_value=ticks[-1], plot_top=plot_top, baseline=baseline)
     parts += _y_axis(
         ticks=ticks,
         y_of=y_of,
@@ -318,12 +326,10 @@ def line_chart(
             raise ValueError(
                 f"series {one.name!r} has {len(one.values)} values for {len(x_labels)} labels"
             )
-    plot_top = MARGIN_TOP + 16
     baseline = LINE_HEIGHT - LINE_MARGIN_BOTTOM
     plot_right = WIDTH - MARGIN_RIGHT
     values = [v for one in series for v in one.values if v is not None and _shown(v)]
     ticks = nice_ticks(max([*values, 0.0]))
-    y_of = _Scale(top_value=ticks[-1], plot_top=plot_top, baseline=baseline)
     inset = 24
     span = plot_right - MARGIN_LEFT - 2 * inset
     step = span / max(len(x_labels) - 1, 1)
@@ -353,7 +359,10 @@ def line_chart(
         )
     if any(v is None for one in series for v in one.values):
         legend.append(_hatch_swatch(chart_id))
-    parts.append(_legend(legend, y=40))
+    legend_svg, legend_bottom = _legend(legend, y=40)
+    parts.append(legend_svg)
+    plot_top = legend_bottom + MARGIN_TOP - 24
+    y_of = _Scale(top_value=ticks[-1], plot_top=plot_top, baseline=baseline)
     parts += _y_axis(
         ticks=ticks,
         y_of=y_of,

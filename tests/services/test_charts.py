@@ -283,3 +283,22 @@ def test_nice_ticks_start_at_zero_and_cover_the_maximum(
 )
 def test_format_number(value: float, decimals: int | None, text: str) -> None:
     assert charts.format_number(value, decimals) == text
+
+
+def test_a_long_legend_wraps_and_the_plot_starts_below_it() -> None:
+    names = [
+        "Discharge Medicines Service",
+        "Blood Pressure Check",
+        "Pharmacy First",
+        "Contraception",
+    ]
+    short = lines_svg([Series("A", [1.0])], ["Jan 2026"])
+    long = lines_svg(
+        [Series(name, [1.0]) for name in [*names, "Another long series name"]], ["Jan 2026"]
+    )
+
+    offsets = [g.get("transform") for g in by_class(long, "g", "legend")[0].findall("svg:g", NS)]
+    assert offsets[0] == "translate(0 0)"
+    assert offsets[-1] is not None
+    assert offsets[-1].endswith(" 20)")
+    assert y_for(long, 1.0) > y_for(short, 1.0)
