@@ -14,6 +14,7 @@ from app.middleware import RequestContextMiddleware
 from app.routers import (
     audit,
     consultations,
+    dashboard,
     deliveries,
     errors,
     fhir,
@@ -88,6 +89,7 @@ def create_app() -> FastAPI:
         dependencies=[RateLimited],
         responses={429: OPERATION_OUTCOME_RESPONSES[429]},
     )
+    app.include_router(dashboard.router, dependencies=[RateLimited])
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -68,19 +68,19 @@ class RequestContextMiddleware:
         echo.append((b"x-correlation-id", correlation_id))
         scope.setdefault("state", {})["correlation_id"] = correlation_id.decode()
         echo.extend(_SECURITY_HEADERS)
-        if scope["path"] not in _DOCS_PATHS:
-            echo.append(_CSP)
         replaced = {name for name, _ in echo}
+        # A route that sets its own policy (the dashboard's pages) keeps it; every other response
+        # gets the strict default, except the interactive docs, which load their scripts.
+        default_csp = [_CSP] if scope["path"] not in _DOCS_PATHS else []
         status = 500
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [
-                    *[(k, v) for k, v in message.get("headers", []) if k.lower() not in replaced],
-                    *echo,
-                ]
+                own = [(k, v) for k, v in message.get("headers", []) if k.lower() not in replaced]
+                has_csp = any(k.lower() == _CSP[0] for k, _ in own)
+                message["headers"] = [*own, *echo, *([] if has_csp else default_csp)]
             await send(message)
 
         token = bind_request(

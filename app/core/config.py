@@ -3,7 +3,7 @@
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, NonNegativeInt, SecretStr, field_validator
+from pydantic import AliasChoices, Field, NonNegativeInt, PositiveFloat, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.models.enums import Service
@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     page_size_default: int = 50
     page_size_max: int = 200
     public_base_url: str = "http://localhost:8000"
+    # The ICB's uptake target drawn on the dashboard: referrals per 1,000 registered patients per
+    # month. One number for any selection, or one per service as JSON ({"pharmacy-first": 3.0});
+    # with per-service targets the all-services target is their sum. Unset: no target line.
+    target_per_1000: PositiveFloat | dict[Service, PositiveFloat] | None = None
 
     @field_validator("database_url")
     @classmethod
