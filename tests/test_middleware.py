@@ -201,7 +201,7 @@ def test_service_request_mapper_failure_is_logged_once(
     def broken(_: object) -> None:
         raise ValueError("bad")
 
-    monkeypatch.setattr(service_request_fhir, "to_service_request", broken)
+    monkeypatch.setattr(service_request_fhir, "service_request_json", broken)
 
     response = client.get(f"/fhir/ServiceRequest/{referral.id}", headers=PHARMACY)
 
