@@ -5,9 +5,12 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
+from sqlmodel import Session
 
 from app.core.config import settings
 from app.models.enums import Role
+from app.models.rate_limit import RateLimitCounter
 from app.routers import deps
 from tests.helpers import auth
 
@@ -16,7 +19,9 @@ PHARMACY = auth(Role.PHARMACY, "FA001")
 
 
 @pytest.fixture(autouse=True)
-def _limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def _limit(monkeypatch: pytest.MonkeyPatch, session: Session) -> None:
+    # Counters other tests committed in the same (frozen) minute must not spend this budget.
+    session.execute(delete(RateLimitCounter))
     monkeypatch.setattr(settings, "rate_limit_per_minute", LIMIT)
     # Mid-minute and standing still, so no test straddles a window boundary.
     monkeypatch.setattr(deps, "utc_now", lambda: datetime(2026, 11, 22, 10, 15, 20, tzinfo=UTC))
