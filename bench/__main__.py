@@ -134,6 +134,17 @@ def phases(args: argparse.Namespace) -> list[Phase]:
             meets=_p95_under(100),
         ),
         Phase(
+            "dashboard",
+            "stats",
+            kind="get",
+            path="/dashboard",
+            role=("icb-analyst", "QXX"),
+            concurrency=args.read_concurrency,
+            target="p95 < 300 ms",
+            needs="app/routers/dashboard.py",
+            meets=_p95_under(300),
+        ),
+        Phase(
             "delivery",
             "delivery",
             target=">= 300 deliveries/s",

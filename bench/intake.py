@@ -125,10 +125,15 @@ def fhir_workload(token: str) -> Workload:
 
 
 def get_workload(token: str, path: str) -> Workload:
-    """A read: GET `path` with the bearer token (inbox, search, statistics)."""
+    """A read: GET `path` with the bearer token (inbox, search, statistics); the dashboard's pages
+    take the same token in their sign-in cookie instead."""
+    if path.startswith("/dashboard"):
+        headers = {"Cookie": f"pharmref_dashboard={token}", "Accept": "text/html"}
+    else:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     return Workload(
         path=path,
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        headers=headers,
         bodies=[b""],
         per_request_header="X-Request-Id",
         method="GET",
