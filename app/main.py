@@ -11,7 +11,16 @@ from fastapi.routing import APIRoute
 from app.core.config import settings
 from app.db.session import engine
 from app.middleware import RequestContextMiddleware
-from app.routers import consultations, deliveries, errors, fhir, health, organisations, referrals
+from app.routers import (
+    consultations,
+    deliveries,
+    errors,
+    fhir,
+    health,
+    organisations,
+    referrals,
+    stats,
+)
 from app.services import sweep
 
 DESCRIPTION = """
@@ -65,6 +74,7 @@ def create_app() -> FastAPI:
     app.include_router(consultations.router)
     app.include_router(deliveries.router)
     app.include_router(fhir.router)
+    app.include_router(stats.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     page_size_default: int = 50
     page_size_max: int = 200
     public_base_url: str = "http://localhost:8000"
+    # Statistics for the icb-analyst role (admin sees exact counts): counts from suppress_from to
+    # suppress_to are suppressed, the others rounded to the nearest round_to
+    # (app/services/disclosure.py); a question may span at most stats_max_days.
+    suppress_from: int = Field(default=1, ge=1)
+    suppress_to: int = Field(default=7, ge=0)
+    round_to: int = Field(default=5, ge=1)
+    stats_max_days: int = Field(default=1096, ge=1)
 
     @field_validator("database_url")
     @classmethod
