@@ -37,6 +37,26 @@ def published_bounds(value: int, rule: Rule) -> tuple[int, int]:
     return min(candidates), max(candidates)
 
 
+def _components(relations: Sequence[Relation[K]]) -> list[list[Relation[K]]]:
+    """The relations grouped into independent systems (sharing no cell)."""
+    parent: dict[K, K] = {}
+
+    def find(key: K) -> K:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for total, parts in relations:
+        for part in parts:
+            parent[find(part)] = find(total)
+    systems: dict[K, list[Relation[K]]] = {}
+    for relation in relations:
+        systems.setdefault(find(relation[0]), []).append(relation)
+    return list(systems.values())
+
+
 def feasible_ranges(
     values: Mapping[K, int],
     suppressed: set[K],
@@ -46,7 +66,25 @@ def feasible_ranges(
     exact: bool,
 ) -> dict[K, tuple[float, float]]:
     """{suppressed cell: (lowest, highest)} the attacker can work out."""
-    variables = sorted(suppressed if exact else values, key=repr)
+    ranges: dict[K, tuple[float, float]] = {}
+    for system in _components(relations):
+        cells = {system[0][0]} | {c for total, parts in system for c in (total, *parts)}
+        if cells & suppressed:
+            ranges |= _system_ranges(values, suppressed & cells, system, cells, rule, exact)
+    for key in suppressed - ranges.keys():  # in no relation: nothing narrows it
+        ranges[key] = (0, math.inf)
+    return ranges
+
+
+def _system_ranges(
+    values: Mapping[K, int],
+    suppressed: set[K],
+    relations: Sequence[Relation[K]],
+    cells: set[K],
+    rule: Rule,
+    exact: bool,
+) -> dict[K, tuple[float, float]]:
+    variables = sorted(suppressed if exact else cells, key=repr)
     index = {key: n for n, key in enumerate(variables)}
     rows: list[list[float]] = []
     rhs: list[float] = []
@@ -107,12 +145,16 @@ def assert_not_pinned(
     *,
     rule: Rule,
     width: float = 2,
+    unknown: frozenset[K] = frozenset(),
 ) -> None:
     """Every suppressed cell keeps a range of at least `width` (three whole counts) even for an
-    attacker who knows every published cell exactly, and contains its true value."""
+    attacker who knows every published cell exactly, and contains its true value. `unknown`
+    cells are unpublished figures: unknown to the attacker, but not cells to protect."""
     for exact in (True, False):
-        ranges = feasible_ranges(values, suppressed, relations, rule=rule, exact=exact)
+        ranges = feasible_ranges(values, suppressed | unknown, relations, rule=rule, exact=exact)
         for key, (low, high) in ranges.items():
+            if key in unknown:
+                continue
             assert low <= values[key] <= high, (key, low, high, values[key])
             assert high - low >= width, (
                 f"{key} ({values[key]}) narrowed to [{low}, {high}] "

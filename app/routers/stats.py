@@ -79,10 +79,11 @@ From = Annotated[date, Query(alias="from", description="First day, England local
 To = Annotated[date, Query(alias="to", description="Last day, England local date (inclusive)")]
 
 
-def _answer(report: stats_service.Report, fmt: str, title: str) -> Any:
+def _answer(report: stats_service.Report, fmt: str, title: str) -> Response:
+    """The report rendered once (a large table is not re-validated on the way out)."""
     if fmt == CSV:
         return Response(stats_service.to_csv(report, title=title), media_type=CSV)
-    return report
+    return Response(report.model_dump_json(), media_type=JSON)
 
 
 def _responses(name: str) -> dict[int | str, dict[str, Any]]:
@@ -126,7 +127,7 @@ def read_uptake(
     user: StatsReader,
     fmt: Format,
     query: Annotated[UptakeQuery, Depends(uptake_query)],
-) -> Any:
+) -> Response:
     """Referrals made and their outcomes per group and period, per 1,000 registered patients."""
     report = stats_service.uptake(session=session, query=query, caller=user)
     return _answer(report, fmt, "pharmref uptake statistics")
@@ -156,7 +157,7 @@ def read_practices_without_referrals(
     user: StatsReader,
     fmt: Format,
     query: Annotated[InactivePracticesQuery, Depends(inactive_query)],
-) -> Any:
+) -> Response:
     """Practices that made no referral (to a service) in the period."""
     report = stats_service.inactive_practices(session=session, query=query, caller=user)
     return _answer(report, fmt, "pharmref practices without referrals")
@@ -195,7 +196,7 @@ def read_concentration(
     user: StatsReader,
     fmt: Format,
     query: Annotated[ConcentrationQuery, Depends(concentration_query)],
-) -> Any:
+) -> Response:
     """Share of referrals from the top practices, per service and place."""
     report = stats_service.concentration(session=session, query=query, caller=user)
     return _answer(report, fmt, "pharmref referral concentration")
@@ -225,7 +226,7 @@ def read_month_on_month(
     user: StatsReader,
     fmt: Format,
     query: Annotated[TrendQuery, Depends(trend_query)],
-) -> Any:
+) -> Response:
     """Each group's referrals per calendar month against the month before (per PCN by default)."""
     report = stats_service.trend(session=session, query=query, caller=user)
     return _answer(report, fmt, "pharmref month-on-month change")
@@ -251,7 +252,7 @@ def read_blood_pressure(
     user: StatsReader,
     fmt: Format,
     query: Annotated[ServiceCountsQuery, Depends(service_counts_query)],
-) -> Any:
+) -> Response:
     """Blood pressure checks converted to ambulatory monitoring and to confirmed hypertension."""
     report = stats_service.blood_pressure(session=session, query=query, caller=user)
     return _answer(report, fmt, "pharmref blood pressure check outcomes")
@@ -263,7 +264,7 @@ def read_dms(
     user: StatsReader,
     fmt: Format,
     query: Annotated[ServiceCountsQuery, Depends(service_counts_query)],
-) -> Any:
+) -> Response:
     """Discharge Medicines Service stages completed, stage 1 within 72 hours."""
     report = stats_service.dms(session=session, query=query, caller=user)
     return _answer(report, fmt, "pharmref DMS stage completion")

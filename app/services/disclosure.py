@@ -252,7 +252,7 @@ def protect(
     """Suppressed keys of a table given as {(row, column): count} with its margins: row None holds
     the column totals, column None the row totals. With no column but None the table is one
     relation (the rows and their total (None, None)). Missing inner cells count as zero."""
-    if rule.exact:
+    if rule.exact or not any(rule.sensitive(v) for v in cells.values()):
         return set()
     all_rows: list[R | None] = [*sorted({r for r, _ in cells if r is not None}, key=repr), None]
     all_cols: list[C | None] = [*sorted({c for _, c in cells if c is not None}, key=repr), None]

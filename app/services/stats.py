@@ -40,6 +40,7 @@ with the all-groups totals and each group's whole row as margins) is protected c
 
 import bisect
 import csv
+import dataclasses
 import io
 import itertools
 import math
@@ -277,14 +278,19 @@ class Segment:
         return self.practice
 
 
-def _in_force(
-    spans: Sequence[tuple[str, date, date | None]], day: date
-) -> str:  # the group with the latest start in force on `day`, as rollups.placement() picks it
+Spans = list[tuple[str, date, date | None]]  # (group, first day, last day or None)
+
+
+def _in_force(spans: Spans, day: date) -> str:
+    """The group with the latest start in force on `day` (as rollups.placement() picks it)."""
     best: tuple[date, str] | None = None
-    for group, start, end in spans:
-        if start <= day and (end is None or end >= day) and (best is None or start > best[0]):
-            best = (start, group)
+    for group, first, last in spans:
+        if first <= day and (last is None or last >= day) and (best is None or first > best[0]):
+            best = (first, group)
     return best[1] if best else ""
+
+
+_OUTER_SIZE = ListSize.__table__.alias("outer_size")  # type: ignore[attr-defined]
 
 
 def directory_segments(
@@ -299,7 +305,7 @@ def directory_segments(
         .scalars()
         .all()
     )
-    spans: dict[str, list[tuple[str, date, date | None]]] = defaultdict(list)
+    spans: dict[str, Spans] = defaultdict(list)
     for member, group, first, last in session.execute(
         select(
             col(Membership.member_ods),
@@ -312,8 +318,8 @@ def directory_segments(
         )
     ).all():
         spans[member].append((group, first, last))
-    outer = ListSize.__table__.alias("outer_size")  # type: ignore[attr-defined]
-    earliest = (
+    outer = _OUTER_SIZE
+    in_force_at_start = (
         select(func.max(col(ListSize.effective_date)))
         .where(
             col(ListSize.practice_ods) == outer.c.practice_ods,
@@ -322,64 +328,58 @@ def directory_segments(
         .correlate(outer)
         .scalar_subquery()
     )
-    sizes: dict[str, list[tuple[date, int]]] = defaultdict(list)
+    sizes: dict[str, tuple[list[date], list[int]]] = defaultdict(lambda: ([], []))
     for practice, effective, size in session.execute(
         select(outer.c.practice_ods, outer.c.effective_date, outer.c.registered_patients)
         .where(
             outer.c.effective_date <= end,
-            outer.c.effective_date >= func.coalesce(earliest, start),
+            outer.c.effective_date >= func.coalesce(in_force_at_start, start),
         )
         .order_by(outer.c.practice_ods, outer.c.effective_date)
     ).all():
-        sizes[practice].append((effective, size))
+        sizes[practice][0].append(effective)
+        sizes[practice][1].append(size)
 
-    def size_on(practice: str, day: date) -> int | None:
-        found = None
-        for effective, size in sizes.get(practice, ()):
-            if effective > day:
-                break
-            found = size
+    def changes(chain: Spans) -> set[date]:
+        found = set()
+        for _, first, last in chain:
+            found.add(max(first, start))
+            if last is not None and last < end:
+                found.add(last + timedelta(days=1))
         return found
 
+    # where each PCN sat (place, ICB) changes on these days
+    pcn_changes: dict[str, set[date]] = {}
+    for pcn in {group for p in practices for group, _, _ in spans.get(p, ())}:
+        places = spans.get(pcn, [])
+        pcn_changes[pcn] = changes(places).union(
+            *(changes(spans.get(place, [])) for place, _, _ in places)
+        )
     stop = end + timedelta(days=1)
     segments: list[Segment] = []
     for practice in practices:
-        cuts = {start, stop}
         pcns = spans.get(practice, [])
-        chains = [pcns]
+        dates, counts = sizes.get(practice, ([], []))
+        cuts = {start, stop} | changes(pcns)
         for pcn, _, _ in pcns:
-            chains.append(spans.get(pcn, []))
-            for place, _, _ in spans.get(pcn, []):
-                chains.append(spans.get(place, []))
-        for chain in chains:
-            for _, first, last in chain:
-                cuts.add(max(first, start))
-                if last is not None and last < end:
-                    cuts.add(last + timedelta(days=1))
-        cuts.update(effective for effective, _ in sizes.get(practice, ()) if effective > start)
+            cuts |= pcn_changes[pcn]
+        cuts.update(day for day in dates if day > start)
         bounds = sorted(day for day in cuts if start <= day <= stop)
+        previous: tuple[str, str, str, int | None] | None = None
         for a, b in itertools.pairwise(bounds):
             pcn = _in_force(pcns, a)
             place = _in_force(spans.get(pcn, []), a) if pcn else ""
             icb_code = _in_force(spans.get(place, []), a) if place else ""
             if icb is not None and icb_code != icb:
+                previous = None
                 continue
-            segment = Segment(
-                practice, pcn, place, icb_code, size_on(practice, a), a, b - timedelta(days=1)
-            )
-            previous = segments[-1] if segments else None
-            if (
-                previous is not None
-                and previous.practice == practice
-                and previous.last + timedelta(days=1) == a
-                and (previous.pcn, previous.place, previous.icb, previous.size)
-                == (pcn, place, icb_code, segment.size)
-            ):
-                segments[-1] = Segment(
-                    practice, pcn, place, icb_code, segment.size, previous.first, segment.last
-                )
+            index = bisect.bisect_right(dates, a) - 1
+            state = (pcn, place, icb_code, counts[index] if index >= 0 else None)
+            if state == previous:  # the same as the day before: extend it
+                segments[-1] = dataclasses.replace(segments[-1], last=b - timedelta(days=1))
             else:
-                segments.append(segment)
+                segments.append(Segment(practice, *state, a, b - timedelta(days=1)))
+            previous = state
     return segments
 
 
@@ -518,16 +518,18 @@ class CountTable:
     counts: dict[Key, dict[str, int]]
     suppressed: dict[Key, set[str]]
 
-    def protect(self, rule: Rule, periods: int) -> None:
-        for column in self.columns:
-            for period in range(periods):
-                cells = {
-                    (g, p): values[column]
-                    for (n, g, p), values in self.counts.items()
-                    if n == period
-                }
-                for g, p in disclosure.protect(cells, rule):
-                    self.suppressed[(period, g, p)].add(column)
+    def protect(self, rule: Rule) -> None:
+        """Protect each period's table, column by column."""
+        if rule.exact:
+            return
+        tables: dict[int, dict[tuple[str | None, str | None], dict[str, int]]] = defaultdict(dict)
+        for (period, group, part), values in self.counts.items():
+            tables[period][(group, part)] = values
+        for period, table in tables.items():
+            for column in self.columns:
+                cells = {key: values[column] for key, values in table.items()}
+                for group, part in disclosure.protect(cells, rule):
+                    self.suppressed[(period, group, part)].add(column)
 
 
 def build_table(
@@ -606,12 +608,6 @@ class Published:
         if not value:
             return None
         return round(self.counts[numerator] / value * scale, digits)
-
-    def hidden(self, name: str, when: str) -> bool:
-        if when in self.suppressed:
-            self.suppressed.add(name)
-            return True
-        return False
 
     def names(self, order: Sequence[str]) -> list[str]:
         return [name for name in order if name in self.suppressed]
@@ -731,7 +727,7 @@ def grouped(
         sums=sums, columns=list(read), groups=groups, parts=parts, periods=len(window.periods)
     )
     table.columns = tuple(columns)
-    table.protect(scope.rule, len(window.periods))
+    table.protect(scope.rule)
     codes = {k[1] for k in table.counts if k[1]} | ({scope.icb} if scope.icb else set())
     return Grouped(
         window=window,
@@ -759,11 +755,11 @@ def _uptake_row(data: Grouped, key: Key) -> UptakeRow:
     part = key[2]
     patients = data.patients(key)
     median = p90 = None
-    if not figures.hidden("median_hours_to_completion", "completed"):
-        histogram = [data.table.counts[key][h] for h in HOUR_COLUMNS]
+    if "completed" in figures.suppressed:
+        figures.suppressed |= {"median_hours_to_completion", "p90_hours_to_completion"}
+    elif figures.counts["completed"]:
+        histogram = [figures.counts[h] for h in HOUR_COLUMNS]
         median = _hours(histogram_quantile(histogram, 0.5))
-    if not figures.hidden("p90_hours_to_completion", "completed"):
-        histogram = [data.table.counts[key][h] for h in HOUR_COLUMNS]
         p90 = _hours(histogram_quantile(histogram, 0.9))
     completion = figures.ratio("completion_rate", "completed", "made")
     per_1000 = figures.ratio(
@@ -777,17 +773,19 @@ def _uptake_row(data: Grouped, key: Key) -> UptakeRow:
             "pathway": Pathway(part) if part else None,
             "breakdown": Breakdown.PATHWAY,
         }
-    return UptakeRow(
+    values: dict[str, Any] = {
         **data.head(key),
         **breakdown_values,
         **{name: figures.count(name) for name in UPTAKE_COUNTS},
-        completion_rate=completion,
-        median_hours_to_completion=median,
-        p90_hours_to_completion=p90,
-        registered_patients=None if patients is None else round(patients),
-        per_1000_patients=per_1000,
-        suppressed=figures.names(_UPTAKE_ORDER),
-    )
+        "completion_rate": completion,
+        "median_hours_to_completion": median,
+        "p90_hours_to_completion": p90,
+        "registered_patients": None if patients is None else round(patients),
+        "per_1000_patients": per_1000,
+        "suppressed": figures.names(_UPTAKE_ORDER),
+    }
+    # built from typed values above: a 12-month practice table is thousands of rows
+    return UptakeRow.model_construct(**values)
 
 
 def _hours(value: float | None) -> float | None:
@@ -1254,7 +1252,10 @@ def to_csv(report: Report, *, title: str) -> str:
         title,
         f"period: {asked.pop('from_date')} to {asked.pop('to_date')} "
         "(England local dates, inclusive)",
-        "filters: " + "; ".join(f"{k}={_cell(v) or 'all'}" for k, v in asked.items()),
+        "filters: "
+        + "; ".join(
+            f"{k}={_cell(v) or ('none' if k == 'breakdown' else 'all')}" for k, v in asked.items()
+        ),
         f"disclosure: {rule.description}",
         *(
             f"{name}: {_cell(value)}"

@@ -11,18 +11,24 @@ from sqlmodel import Session, col, select
 
 from app.core.config import settings
 from app.core.errors import Forbidden, ValidationFailed
+from app.models import stats_examples as examples
 from app.models.enums import Pathway, ReferralSource, Role, Service
 from app.models.organisation import Membership
 from app.models.rollup import HOUR_EDGES, UptakeRollup
 from app.models.stats import (
+    BloodPressureReport,
     Breakdown,
     ConcentrationQuery,
+    ConcentrationReport,
+    DmsReport,
     GroupBy,
     InactivePracticesQuery,
+    InactivePracticesReport,
     Interval,
     ServiceCountsQuery,
     SourceScope,
     TrendQuery,
+    TrendReport,
     UptakeQuery,
     UptakeReport,
     UptakeRow,
@@ -704,3 +710,28 @@ def test_windows_and_periods() -> None:
     assert all(p.start.weekday() == 0 for p in weeks.periods[1:])
     assert weeks.index_of(date(2026, 1, 4)) == 0
     assert month_start(date(2026, 2, 17)) == stats.month_end(date(2026, 1, 3)) + timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("model", "example", "csv_name"),
+    [
+        (UptakeReport, examples.UPTAKE_REPORT_EXAMPLE, "uptake"),
+        (
+            InactivePracticesReport,
+            examples.INACTIVE_PRACTICES_EXAMPLE,
+            "practices-without-referrals",
+        ),
+        (ConcentrationReport, examples.CONCENTRATION_REPORT_EXAMPLE, "concentration"),
+        (TrendReport, examples.TREND_REPORT_EXAMPLE, "month-on-month"),
+        (BloodPressureReport, examples.SERVICE_COUNTS_REPORT_EXAMPLE, "blood-pressure"),
+        (DmsReport, examples.DMS_REPORT_EXAMPLE, "dms"),
+    ],
+)
+def test_documented_examples_are_valid_reports(
+    model: type[stats.Report], example: dict[str, Any], csv_name: str
+) -> None:
+    report = model.model_validate(example)
+
+    rendered = stats.to_csv(report, title="x").splitlines()
+    documented = examples.CSV_EXAMPLES[csv_name].splitlines()
+    assert rendered[1:] == documented[1:]
