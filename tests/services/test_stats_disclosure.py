@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
@@ -298,9 +299,7 @@ def test_uptake_tables_protect_every_suppressed_cell(
             ),
             UptakeQuery(from_date=FROM, to_date=TO, group_by=GroupBy.PLACE, interval=Interval.WEEK),
         ):
-            published, truth = both(
-                lambda q=query: stats.uptake(session=icb, query=q, caller=ANALYST)
-            )
+            published, truth = both(partial(stats.uptake, session=icb, query=query, caller=ANALYST))
             audit_grouped(published, truth, UPTAKE)
 
 
@@ -330,9 +329,7 @@ def test_breakdowns_protect_the_group_rows_and_the_totals(
                 interval=Interval.NONE,
             ),
         ):
-            published, truth = both(
-                lambda q=query: stats.uptake(session=icb, query=q, caller=ANALYST)
-            )
+            published, truth = both(partial(stats.uptake, session=icb, query=query, caller=ANALYST))
             audit_grouped(published, truth, UPTAKE)
 
 
@@ -390,7 +387,7 @@ def test_concentration_protects_places_and_services(
         for service in (None, Service.PHARMACY_FIRST):
             query = ConcentrationQuery(from_date=FROM, to_date=TO, service=service)
             published, truth = both(
-                lambda q=query: stats.concentration(session=icb, query=q, caller=ANALYST)
+                partial(stats.concentration, session=icb, query=query, caller=ANALYST)
             )
             audit_concentration(published, truth)
 
