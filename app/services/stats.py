@@ -726,6 +726,13 @@ def grouped(
     table = build_table(
         sums=sums, columns=list(read), groups=groups, parts=parts, periods=len(window.periods)
     )
+    if len(table.counts) > settings.stats_max_rows:
+        raise ValidationFailed(
+            f"The answer would have {len(table.counts):,} rows; at most "
+            f"{settings.stats_max_rows:,} are given at once. Ask for a shorter period, a longer "
+            "interval, a coarser grouping or no breakdown.",
+            issues=[Issue("too-costly", "Too many rows for one answer.", "interval")],
+        )
     table.columns = tuple(columns)
     table.protect(scope.rule)
     codes = {k[1] for k in table.counts if k[1]} | ({scope.icb} if scope.icb else set())

@@ -173,6 +173,20 @@ def test_the_longest_period_is_configurable(
     assert refused.status_code == 422
 
 
+def test_an_answer_too_large_is_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "stats_max_rows", 100)
+
+    response = client.get(
+        f"/api/v1/stats/uptake?{JAN}&group_by=practice&interval=week", headers=DEMO_ANALYST
+    )
+
+    assert response.status_code == 422
+    assert [f["field"] for f in response.json()["fields"]] == ["interval"]
+    assert "shorter period" in response.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("accept", "media"),
     [
