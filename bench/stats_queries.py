@@ -16,8 +16,10 @@ process (JSON and CSV, with the router's validation and serialisation), and prin
 """
 
 import argparse
+import os
 import statistics
 import time
+import timeit
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -187,6 +189,10 @@ def main() -> None:
             )
         ).one()
         print(f"rollups: {rows:,} rows for {made:,} referrals")
+    calibration = min(
+        timeit.repeat("sum(i * i for i in range(1000))", number=1000, repeat=5)
+    )  # compare runs by it: the busier the machine, the higher
+    print(f"load average {os.getloadavg()[0]:.1f}; calibration loop {calibration * 1000:.0f} ms")
     year = (date(2025, 12, 1), date(2026, 11, 30))
     ragged = (date(2025, 12, 15), date(2026, 11, 14))
     analyst = User(subject="bench", org="QXX", role=Role.ICB_ANALYST)

@@ -162,12 +162,16 @@ class Window:
             )
         return or_(*parts)
 
-    def period_index(self, column: Any) -> ColumnElement[int]:
-        if len(self.periods) == 1:
-            return literal(0)
+    def period_index(self, column: Any, first: int = 0, last: int | None = None) -> Any:
+        """The index of the period holding `column`'s day: a balanced CASE (a binary search,
+        about log2(periods) comparisons a row, which matters for 53 weeks of day rows)."""
+        last = len(self.periods) - 1 if last is None else last
+        if first == last:
+            return literal(first)
+        middle = (first + last + 1) // 2
         return case(
-            *[(column < p.start, n - 1) for n, p in enumerate(self.periods) if n > 0],
-            else_=len(self.periods) - 1,
+            (column < self.periods[middle].start, self.period_index(column, first, middle - 1)),
+            else_=self.period_index(column, middle, last),
         )
 
     def index_of(self, day: date) -> int:
