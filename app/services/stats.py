@@ -395,13 +395,16 @@ class Population:
     person_days: dict[tuple[int, str], float] = field(default_factory=lambda: defaultdict(float))
     counted: dict[tuple[int, str], bool] = field(default_factory=lambda: defaultdict(bool))
 
+    totals: dict[int, float] = field(default_factory=dict)
+
     def patients(self, window: Window, period: int, group: str | None) -> float | None:
+        """The mean registered patients of a group (None: all groups) over a period."""
         days = window.periods[period].days
         if group is None:
-            keys = [k for k in self.person_days if k[0] == period]
-            if not any(self.counted[k] for k in keys):
-                return None
-            return sum(self.person_days[k] for k in keys) / days
+            if not self.totals:
+                for (n, _), person_days in self.person_days.items():
+                    self.totals[n] = self.totals.get(n, 0.0) + person_days
+            return self.totals[period] / days if period in self.totals else None
         if not self.counted.get((period, group)):
             return None
         return self.person_days[(period, group)] / days
