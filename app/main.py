@@ -22,6 +22,7 @@ from app.routers import (
     metrics,
     organisations,
     referrals,
+    stats,
 )
 from app.routers.deps import RateLimited
 from app.routers.examples import error_responses
@@ -82,6 +83,7 @@ def create_app() -> FastAPI:
         consultations.router,
         deliveries.router,
         audit.router,
+        stats.router,
     ):
         app.include_router(router, dependencies=[RateLimited], responses=error_responses(429))
     app.include_router(

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     # month. One number for any selection, or one per service as JSON ({"pharmacy-first": 3.0});
     # with per-service targets the all-services target is their sum. Unset: no target line.
     target_per_1000: PositiveFloat | dict[Service, PositiveFloat] | None = None
+    # Statistics for the icb-analyst role (admin sees exact counts): counts from suppress_from to
+    # suppress_to are suppressed, the others rounded to the nearest round_to
+    # (app/services/disclosure.py); a question may span at most stats_max_days and give at most
+    # stats_max_rows rows.
+    suppress_from: int = Field(default=1, ge=1)
+    suppress_to: int = Field(default=7, ge=0)
+    round_to: int = Field(default=5, ge=1)
+    stats_max_days: int = Field(default=1096, ge=1)
+    stats_max_rows: int = Field(default=200_000, ge=1)
 
     @field_validator("database_url")
     @classmethod
