@@ -2,7 +2,8 @@
 would be) on one PostgreSQL database, driven at once, plus two `pharmref worker` and two
 `pharmref sweep --once` processes. No process holds state another needs: one Idempotency-Key is
 one referral whichever server takes it, every referral is visible through either, each outbox
-message reaches the receiver once, and each overdue referral is marked once."""
+message reaches the receiver once, each overdue referral is marked once, and the statistics
+(rollups) agree through both servers."""
 
 import re
 import signal
@@ -26,6 +27,7 @@ from app.models.delivery import DeliveryStatus, Endpoint, OutboxMessage
 from app.models.enums import Role
 from app.models.event import ReferralEvent
 from app.models.referral import InboundMessage, Referral
+from app.services import rollups
 from tests.factories import json_referral, make_referral
 from tests.faults.live import (
     LiveServer,
@@ -279,3 +281,52 @@ def test_two_sweep_processes_mark_each_overdue_referral_once(
         for count in re.findall(r"Sweep: (\d+) marked overdue", log.read_text())
     ]
     assert sum(reported) == len(ids)
+
+
+def _uptake(server: LiveServer, day: str) -> dict[str, object]:
+    response = httpx.get(
+        f"{server.url}/api/v1/stats/uptake",
+        params={"group_by": "practice", "interval": "none", "from": day, "to": day},
+        headers=auth(Role.ADMIN, "ADMIN"),
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def _practice_row(report: dict[str, object], practice: str) -> dict[str, object]:
+    rows = report["rows"]
+    assert isinstance(rows, list)
+    [row] = [r for r in rows if r["group_code"] == practice]
+    return dict(row)
+
+
+@pytest.mark.usefixtures("live_rows")
+def test_statistics_are_the_same_through_both_servers_and_count_every_change(
+    servers: list[LiveServer],
+) -> None:
+    """Referrals made and accepted through both servers at once are each counted once, and both
+    servers give the same uptake figures (the rollups live in the database, not in a process)."""
+    day = rollups.local_day(utc_now()).isoformat()
+    before = _practice_row(_uptake(servers[0], day), "A81001")
+    calls = [(servers[n % 2], f"stats-{uuid.uuid4()}") for n in range(12)]
+
+    made = _at_once(calls, json_referral())
+    accepted = [
+        httpx.post(
+            f"{servers[n % 2].url}/api/v1/referrals/{response.json()['id']}/accept",
+            json={"version": 1},
+            headers=PHARMACY,
+            timeout=TIMEOUT,
+        )
+        for n, response in enumerate(made[:5])
+    ]
+
+    assert [r.status_code for r in made] == [201] * len(calls)
+    assert [r.status_code for r in accepted] == [200] * 5
+    first, second = _uptake(servers[0], day), _uptake(servers[1], day)
+    assert first["rows"] == second["rows"]
+    after = _practice_row(first, "A81001")
+    assert after["made"] == before["made"] + len(calls)  # type: ignore[operator]
+    assert after["accepted"] == before["accepted"] + 5  # type: ignore[operator]
