@@ -12,7 +12,7 @@ from app.core.config import settings
 from app.db.session import engine
 from app.middleware import RequestContextMiddleware
 from app.routers import consultations, deliveries, errors, fhir, health, organisations, referrals
-from app.services import sweep
+from app.services import delivery, sweep
 
 DESCRIPTION = """
 pharmref receives referrals to community pharmacy services (Pharmacy First, Blood Pressure Check,
@@ -44,6 +44,14 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
                     sweep.sweep_periodically,
                     interval=settings.sweep_interval_seconds,
                     batch=batch,
+                )
+            )
+        if settings.delivery_in_process:
+            background.start_soon(
+                partial(
+                    delivery.deliver_periodically,
+                    engine=engine,
+                    interval=settings.delivery_poll_interval_seconds,
                 )
             )
         yield
