@@ -1,12 +1,12 @@
 """The delivery worker: claims outbox rows, sends them, records the results.
 
-A batch is claimed in one transaction: a SELECT of due rows (pending and due, or sending with an
-expired lease), urgent first, then one compare-and-set UPDATE of exactly those rows that repeats
-the claimable condition, so any number of workers in any number of processes and hosts never send
-one row at the same time. On PostgreSQL the SELECT also takes the rows FOR UPDATE SKIP LOCKED, so
-workers take disjoint batches instead of queueing on each other; SQLite has no row locks (the
-clause is left out) but admits one writer at a time, and the compare-and-set skips a row another
-worker claimed in between.
+A batch is claimed in one transaction: SELECTs of due rows (sending with an expired lease, then
+pending and due, urgent first), then one compare-and-set UPDATE ... RETURNING of exactly those
+rows that repeats the claimable condition, so any number of workers in any number of processes
+and hosts never send one row at the same time. On PostgreSQL the SELECTs also take the rows FOR
+UPDATE SKIP LOCKED, so workers take disjoint batches instead of queueing on each other; SQLite
+has no row locks (the clause is left out) but admits one writer at a time, and the
+compare-and-set skips a row another worker claimed in between.
 
 The batch is sent with one pooled httpx client, up to `delivery_concurrency` requests in flight,
 urgent messages before routine ones, and the results are recorded in one transaction, each row
@@ -15,8 +15,10 @@ between sending and recording leaves its rows `sending`; when their lease expire
 sends them again with the same Idempotency-Key, so the receiver's effect happens exactly once.
 The lease must outlast a batch: `delivery_timeout_seconds` x ceil(batch size / concurrency) is
 the longest a healthy worker holds one (a shorter lease only costs duplicate sends, which the
-Idempotency-Key absorbs). 5xx, 408, 429, timeouts and connection errors retry with exponential
-backoff and jitter; other 4xx are permanent; after the configured attempts a row is dead-lettered.
+Idempotency-Key absorbs); so does a claim or result that a PostgreSQL crash loses, which is why
+the worker's own commits do not wait for the WAL flush. 5xx, 408, 429, timeouts and connection
+errors retry with exponential backoff and jitter; other 4xx are permanent; after the configured
+attempts a row is dead-lettered.
 
 Each request carries:
 - `Idempotency-Key`: the outbox message id (stable across retries);

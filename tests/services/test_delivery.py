@@ -266,6 +266,33 @@ def test_claimed_row_is_not_claimed_again_until_its_lease_expires(
         assert len(delivery.claim(session=second, now=later, limit=10)) == 1
 
 
+def test_claim_takes_expired_leases_first_then_due_messages_urgent_first_up_to_the_limit(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    referral = world["referral"]
+    add_endpoint(engine, "https://gp.example/inbox")
+    enqueue_committed(engine, referral, kind="summary", priority=ROUTINE, times=3)
+    enqueue_committed(engine, referral, kind="urgent-escalation", priority=URGENT)
+    now = utc_now()
+    later = now + timedelta(seconds=settings.delivery_lease_seconds + 1)
+
+    with Session(engine) as dead, Session(engine) as alive:
+        [(abandoned, _)] = delivery.claim(session=dead, now=now, limit=1)
+        batch = delivery.claim(session=alive, now=later, limit=3)
+
+    oldest_routine = sorted(
+        (m for m in messages(engine, referral) if m.priority == ROUTINE),
+        key=lambda m: m.next_attempt_at,
+    )
+    assert abandoned.kind == "urgent-escalation"
+    assert [(m.id, m.attempts) for m, _ in batch] == [
+        (abandoned.id, 2),
+        (oldest_routine[0].id, 1),
+        (oldest_routine[1].id, 1),
+    ]
+    assert {e.url for _, e in batch} == {"https://gp.example/inbox"}
+
+
 def test_result_for_a_row_another_worker_reclaimed_is_left_to_that_worker(
     engine: Engine, world: dict[str, Any]
 ) -> None:
