@@ -140,11 +140,10 @@ def process_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])
 
 
-def postgres_ticks(db: str) -> int:
-    """CPU of PostgreSQL's shared processes and of the live backends serving `db` (not other
-    databases' backends, nor exited ones: other people's test runs open and close many; the
-    benchmark keeps its connections)."""
-    total = 0
+def postgres_ticks(db: str) -> dict[int, int]:
+    """pid -> CPU ticks of PostgreSQL's shared processes and of the backends and autovacuum
+    workers serving `db` (not other databases': other people's test runs)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -155,35 +154,39 @@ def postgres_ticks(db: str) -> int:
                 continue
             words = cmdline.split(": ", 1)[-1].split()
             backend = len(words) >= 3 and (words[2].endswith(")") or words[2] == "[local]")
-            if backend and words[1] != db:
+            autovacuum = words[:2] == ["autovacuum", "worker"] and len(words) >= 3
+            if (backend and words[1] != db) or (autovacuum and words[2] != db):
                 continue
             stat = (entry / "stat").read_text()
             rest = stat[stat.rindex(")") + 2 :].split()
-            total += int(rest[11]) + int(rest[12])
-    return total
+            found[int(entry.name)] = int(rest[11]) + int(rest[12])
+    return found
 
 
 class CpuWindow:
+    """Average cores used between construction and `cores()`, by group. Processes that exit in
+    between are left out (the benchmark's own processes and connections live throughout)."""
+
     db = "bench_worker"
 
     def __init__(self, worker: int, receiver: int) -> None:
-        self.pids = {"worker": worker, "receiver": receiver}
+        self.pids = {"worker": worker, "receiver": receiver, "bench": os.getpid()}
         self.start = self._read()
 
-    def _read(self) -> dict[str, float]:
-        values = {name: float(process_ticks(pid)) for name, pid in self.pids.items()}
-        values["postgres"] = postgres_ticks(self.db)
-        values["bench"] = float(process_ticks(os.getpid()))
-        values["machine"] = machine_busy_ticks()
-        values["at"] = time.perf_counter() * CLK_TCK
-        return values
+    def _read(self) -> tuple[float, int, dict[str, int], dict[int, int]]:
+        ticks = {name: process_ticks(pid) for name, pid in self.pids.items()}
+        return time.perf_counter(), machine_busy_ticks(), ticks, postgres_ticks(self.db)
 
     def cores(self) -> dict[str, float]:
-        end = self._read()
-        seconds = (end["at"] - self.start["at"]) / CLK_TCK
-        used = {k: (end[k] - self.start[k]) / CLK_TCK for k in end if k != "at"}
-        ours = used["worker"] + used["receiver"] + used["postgres"] + used["bench"]
-        used["other"] = max(0.0, used["machine"] - ours)
+        at, machine, ticks, postgres = self._read()
+        start_at, start_machine, start_ticks, start_postgres = self.start
+        seconds = at - start_at
+        used = {name: (ticks[name] - start_ticks[name]) / CLK_TCK for name in ticks}
+        used["postgres"] = (
+            sum(t - start_postgres.get(pid, 0) for pid, t in postgres.items()) / CLK_TCK
+        )
+        used["machine"] = (machine - start_machine) / CLK_TCK
+        used["other"] = max(0.0, used["machine"] - sum(used[k] for k in (*ticks, "postgres")))
         return {k: round(v / seconds, 2) for k, v in used.items()}
 
 

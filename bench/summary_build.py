@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     engine = prepare(url)
     made = record_consultations(engine)
     print(f"database: {engine.url.render_as_string(hide_password=True)}")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.iterations} iterations")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.iterations} iterations, "
+        f"load average {os.getloadavg()[0]:.2f} (other work on the machine inflates wall p95)"
+    )
     print(
         "build: referral, consultation and organisations in the session; load + build: a fresh "
         "session reads them first.\nwall ms: median / p95 / max; cpu ms: this thread's CPU per call "
