@@ -140,9 +140,11 @@ def process_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])
 
 
-def postgres_ticks(db: str) -> dict[int, int]:
-    """pid -> CPU ticks of PostgreSQL's shared processes and of the backends and autovacuum
-    workers serving `db` (not other databases': other people's test runs)."""
+def postgres_ticks(db: str) -> dict[int, tuple[str, int]]:
+    """pid -> (group, CPU ticks) for PostgreSQL processes: "postgres" for the backends and
+    autovacuum workers serving `db`, "pg-shared" for the shared background processes
+    (checkpointer, WAL writer, ...: they also serve other databases). Other databases' backends
+    (other people's test runs) are left out."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -152,14 +154,16 @@ def postgres_ticks(db: str) -> dict[int, int]:
             postmaster = "/postgres " in cmdline and " -D " in cmdline
             if not (cmdline.startswith("postgres: ") or postmaster):
                 continue
-            words = cmdline.split(": ", 1)[-1].split()
+            words = cmdline.split(": ")[-1].split()  # after "postgres: 15/main: "
             backend = len(words) >= 3 and (words[2].endswith(")") or words[2] == "[local]")
             autovacuum = words[:2] == ["autovacuum", "worker"] and len(words) >= 3
-            if (backend and words[1] != db) or (autovacuum and words[2] != db):
+            serving = words[1] if backend else words[2] if autovacuum else None
+            if serving is not None and serving != db:
                 continue
             stat = (entry / "stat").read_text()
             rest = stat[stat.rindex(")") + 2 :].split()
-            found[int(entry.name)] = int(rest[11]) + int(rest[12])
+            group = "pg-shared" if serving is None else "postgres"
+            found[int(entry.name)] = (group, int(rest[11]) + int(rest[12]))
     return found
 
 
@@ -173,7 +177,7 @@ class CpuWindow:
         self.pids = {"worker": worker, "receiver": receiver, "bench": os.getpid()}
         self.start = self._read()
 
-    def _read(self) -> tuple[float, int, dict[str, int], dict[int, int]]:
+    def _read(self) -> tuple[float, int, dict[str, int], dict[int, tuple[str, int]]]:
         ticks = {name: process_ticks(pid) for name, pid in self.pids.items()}
         return time.perf_counter(), machine_busy_ticks(), ticks, postgres_ticks(self.db)
 
@@ -182,11 +186,18 @@ class CpuWindow:
         start_at, start_machine, start_ticks, start_postgres = self.start
         seconds = at - start_at
         used = {name: (ticks[name] - start_ticks[name]) / CLK_TCK for name in ticks}
-        used["postgres"] = (
-            sum(t - start_postgres.get(pid, 0) for pid, t in postgres.items()) / CLK_TCK
-        )
+        for group in ("postgres", "pg-shared"):
+            used[group] = (
+                sum(
+                    t - start_postgres.get(pid, (group, 0))[1]
+                    for pid, (g, t) in postgres.items()
+                    if g == group
+                )
+                / CLK_TCK
+            )
         used["machine"] = (machine - start_machine) / CLK_TCK
-        used["other"] = max(0.0, used["machine"] - sum(used[k] for k in (*ticks, "postgres")))
+        ours = sum(used[k] for k in (*ticks, "postgres", "pg-shared"))
+        used["other"] = max(0.0, used["machine"] - ours)
         return {k: round(v / seconds, 2) for k, v in used.items()}
 
 
