@@ -151,12 +151,7 @@ def _worker(args: argparse.Namespace) -> None:
 
     configure_logging(settings.log_level)
     if args.once:
-        with delivery.make_client() as client:
-            sent = total = delivery.run_once(engine=engine, client=client)
-            while sent:
-                sent = delivery.run_once(engine=engine, client=client)
-                total += sent
-        print(f"sent: {total}")
+        print(f"sent: {delivery.drain(engine=engine)}")
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -184,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="deliver queued messages to GP systems")
     worker.add_argument("--once", action="store_true", help="deliver what is due, then exit")
-    worker.add_argument("--interval", type=float, default=1.0, help="idle poll interval (s)")
+    worker.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=settings.delivery_poll_interval_seconds,
+        help="seconds between polls when idle (default: PHARMREF_DELIVERY_POLL_INTERVAL_SECONDS)",
+    )
     worker.set_defaults(func=_worker)
     commands.add_parser("seed-demo", help="load the demo ICB directory").set_defaults(
         func=_seed_demo

@@ -27,7 +27,7 @@ from app.routers import (
 from app.routers.deps import RateLimited
 from app.routers.examples import error_responses
 from app.routers.fhir_docs import OPERATION_OUTCOME_RESPONSES
-from app.services import sweep
+from app.services import delivery, sweep
 
 DESCRIPTION = """
 pharmref receives referrals to community pharmacy services (Pharmacy First, Blood Pressure Check,
@@ -59,6 +59,14 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
                     sweep.sweep_periodically,
                     interval=settings.sweep_interval_seconds,
                     batch=batch,
+                )
+            )
+        if settings.delivery_in_process:
+            background.start_soon(
+                partial(
+                    delivery.deliver_periodically,
+                    engine=engine,
+                    interval=settings.delivery_poll_interval_seconds,
                 )
             )
         yield

@@ -54,11 +54,12 @@ def _sqlite_savepoints(engine: Engine) -> None:
 def _no_background_sweep() -> Iterator[None]:
     """The app's lifespan would start the periodic sweep on the application's own engine (the
     configured database, not the test one) and race the tests' transactions; the tests drive the
-    sweep themselves (tests/services/test_sweep.py), so the test app runs without it."""
-    interval = settings.sweep_interval_seconds
-    settings.sweep_interval_seconds = 0
+    sweep themselves (tests/services/test_sweep.py), so the test app runs without it; likewise
+    without the in-process delivery worker (tests/services/test_delivery.py turns it on)."""
+    interval, in_process = settings.sweep_interval_seconds, settings.delivery_in_process
+    settings.sweep_interval_seconds, settings.delivery_in_process = 0, False
     yield
-    settings.sweep_interval_seconds = interval
+    settings.sweep_interval_seconds, settings.delivery_in_process = interval, in_process
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -72,9 +72,12 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = 8
     delivery_base_backoff_seconds: float = 5.0
     delivery_max_backoff_seconds: float = 3600.0
-    delivery_timeout_seconds: float = 10.0
-    delivery_lease_seconds: float = 60.0
-    delivery_batch_size: int = 50
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    delivery_lease_seconds: float = Field(default=60.0, gt=0)
+    delivery_batch_size: int = Field(default=50, ge=1)
+    delivery_concurrency: int = Field(default=16, ge=1)  # requests in flight per worker
+    delivery_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    delivery_in_process: bool = False  # also run the delivery worker in each API process
     delivery_allow_http: bool = True  # plain http only to loopback addresses; https anywhere
     page_size_default: int = 50
     page_size_max: int = 200

@@ -3,92 +3,44 @@ end-to-end run against a real HTTP receiver on loopback proving exactly-once eff
 
 import hashlib
 import hmac
-import json
-import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from sqlalchemy import delete
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from app.core.config import settings
+from app import main
+from app.core.config import Settings, settings
 from app.db.base import utc_now
 from app.models.delivery import DeliveryStatus, Endpoint, MessageFormat, OutboxMessage
-from app.models.event import ReferralEvent
-from app.models.referral import InboundMessage, Referral
-from app.models.rollup import UptakeRollup
+from app.models.referral import Referral
 from app.services import delivery
 from app.services.outbox import ROUTINE, URGENT, enqueue
-from tests.factories import make_referral
-
-SECRET = "s" * 40
-
+from tests.services.delivery_support import (
+    SECRET,
+    Receiver,
+    add_endpoint,
+    committed_referral,
+    enqueue_committed,
+    messages,
+)
 
 # ---- a committed world (the worker uses its own sessions) -----------------------------------------
 
 
 @pytest.fixture
 def world(engine: Engine) -> Iterator[dict[str, Any]]:
-    """A referral and an endpoint committed for real; everything is removed afterwards."""
-    made: dict[str, Any] = {}
-    _wipe_outbox(engine)
-    with Session(engine, expire_on_commit=False) as session:
-        referral = make_referral(session)
-        made["referral"] = referral
-    yield made
-    _wipe_outbox(engine)
-    with Session(engine) as session:
-        session.execute(delete(ReferralEvent).where(ReferralEvent.referral_id == referral.id))  # type: ignore[arg-type]
-        session.execute(delete(InboundMessage).where(InboundMessage.referral_id == referral.id))  # type: ignore[arg-type]
-        session.execute(delete(Referral).where(Referral.id == referral.id))  # type: ignore[arg-type]
-        session.execute(delete(UptakeRollup))
-        session.commit()
-
-
-def _wipe_outbox(engine: Engine) -> None:
-    """Delivery tests commit for real; no other test leaves committed outbox rows or endpoints."""
-    with Session(engine) as session:
-        session.execute(delete(OutboxMessage))
-        session.execute(delete(Endpoint))
-        session.commit()
-
-
-def add_endpoint(engine: Engine, url: str, fmt: MessageFormat = MessageFormat.R4) -> Endpoint:
-    with Session(engine, expire_on_commit=False) as session:
-        endpoint = Endpoint(org_ods="A81001", url=url, format=fmt, secret=SECRET)
-        session.add(endpoint)
-        session.commit()
-        return endpoint
-
-
-def enqueue_committed(
-    engine: Engine, referral: Referral, kind: str = "summary", priority: int = ROUTINE
-) -> None:
-    with Session(engine) as session:
-        enqueue(
-            session=session,
-            referral=referral,
-            kind=kind,
-            priority=priority,
-            render=lambda fmt: json.dumps({"kind": kind, "format": fmt}),
-        )
-        session.commit()
-
-
-def messages(engine: Engine, referral: Referral) -> list[OutboxMessage]:
-    with Session(engine) as session:
-        return list(
-            session.exec(
-                select(OutboxMessage).where(OutboxMessage.referral_id == referral.id)
-            ).all()
-        )
+    """A referral committed for real; it and every outbox row and endpoint go afterwards."""
+    with committed_referral(engine) as referral:
+        yield {"referral": referral}
 
 
 # ---- the sender ----------------------------------------------------------------------------------------
@@ -314,57 +266,155 @@ def test_claimed_row_is_not_claimed_again_until_its_lease_expires(
         assert len(delivery.claim(session=second, now=later, limit=10)) == 1
 
 
+def test_claim_takes_expired_leases_first_then_due_messages_urgent_first_up_to_the_limit(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    referral = world["referral"]
+    add_endpoint(engine, "https://gp.example/inbox")
+    enqueue_committed(engine, referral, kind="summary", priority=ROUTINE, times=3)
+    enqueue_committed(engine, referral, kind="urgent-escalation", priority=URGENT)
+    now = utc_now()
+    later = now + timedelta(seconds=settings.delivery_lease_seconds + 1)
+
+    with Session(engine) as dead, Session(engine) as alive:
+        [(abandoned, _)] = delivery.claim(session=dead, now=now, limit=1)
+        batch = delivery.claim(session=alive, now=later, limit=3)
+
+    oldest_routine = sorted(
+        (m for m in messages(engine, referral) if m.priority == ROUTINE),
+        key=lambda m: m.next_attempt_at,
+    )
+    assert abandoned.kind == "urgent-escalation"
+    assert [(m.id, m.attempts) for m, _ in batch] == [
+        (abandoned.id, 2),
+        (oldest_routine[0].id, 1),
+        (oldest_routine[1].id, 1),
+    ]
+    assert {e.url for _, e in batch} == {"https://gp.example/inbox"}
+
+
+def test_result_for_a_row_another_worker_reclaimed_is_left_to_that_worker(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    """A slow worker whose lease ran out records nothing over the new claim's row; the new claim
+    records as usual."""
+    referral = world["referral"]
+    add_endpoint(engine, "https://gp.example/inbox")
+    enqueue_committed(engine, referral)
+    now = utc_now()
+    later = now + timedelta(seconds=settings.delivery_lease_seconds + 1)
+    delivered = delivery.SendResult(True, False, 200, None)
+
+    with Session(engine) as slow, Session(engine) as fresh:
+        [(first, _)] = delivery.claim(session=slow, now=now, limit=10)
+        [(second, _)] = delivery.claim(session=fresh, now=later, limit=10)
+        delivery.record_results(session=slow, sent=[(first, delivered)], now=later)
+        assert (messages(engine, referral)[0].status, first.attempts) == (
+            DeliveryStatus.SENDING,
+            1,
+        )
+        delivery.record_results(session=fresh, sent=[(second, delivered)], now=later)
+
+    row = messages(engine, referral)[0]
+    assert (row.status, row.attempts, row.locked_until) == (DeliveryStatus.DELIVERED, 2, None)
+
+
+def test_worker_sends_a_batch_in_parallel_up_to_the_concurrency(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    referral = world["referral"]
+    with Receiver() as receiver, ThreadPoolExecutor(4) as pool:
+        receiver.hold_until_in_flight = 4  # each request waits until four are in flight
+        add_endpoint(engine, receiver.url)
+        enqueue_committed(engine, referral, times=12)
+        with httpx.Client(timeout=5.0) as client:
+            sent = delivery.run_once(engine=engine, client=client, pool=pool, limit=20)
+
+    rows = messages(engine, referral)
+    assert sent == 12
+    assert receiver.max_in_flight == 4
+    assert receiver.applied == {str(row.id): 1 for row in rows}
+    assert {row.status for row in rows} == {DeliveryStatus.DELIVERED}
+
+
+@respx.mock
+def test_parallel_batch_sends_every_urgent_message_before_any_routine_one(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    referral = world["referral"]
+    add_endpoint(engine, "https://gp.example/inbox")
+    enqueue_committed(engine, referral, kind="summary", priority=ROUTINE, times=4)
+    enqueue_committed(engine, referral, kind="urgent-escalation", priority=URGENT, times=4)
+    route = respx.post("https://gp.example/inbox").mock(return_value=httpx.Response(200))
+
+    with httpx.Client() as client, ThreadPoolExecutor(8) as pool:
+        assert delivery.run_once(engine=engine, client=client, pool=pool) == 8
+
+    kinds = [call.request.headers["X-Pharmref-Message-Kind"] for call in route.calls]
+    assert kinds == ["urgent-escalation"] * 4 + ["summary"] * 4
+
+
+@respx.mock
+def test_unexpected_error_in_one_send_still_records_the_rest_of_the_batch(
+    engine: Engine, world: dict[str, Any]
+) -> None:
+    referral = world["referral"]
+    add_endpoint(engine, "https://gp.example/inbox")
+    enqueue_committed(engine, referral, times=3)
+    rows = messages(engine, referral)
+    broken = str(rows[1].id)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["Idempotency-Key"] == broken:
+            raise RuntimeError("a bug in a transport")
+        return httpx.Response(200)
+
+    respx.post("https://gp.example/inbox").mock(side_effect=answer)
+    with httpx.Client() as client, ThreadPoolExecutor(3) as pool:
+        assert delivery.run_once(engine=engine, client=client, pool=pool) == 3
+
+    statuses = {str(row.id): (row.status, row.last_error) for row in messages(engine, referral)}
+    assert statuses.pop(broken) == (DeliveryStatus.PENDING, "error: RuntimeError")
+    assert set(statuses.values()) == {(DeliveryStatus.DELIVERED, None)}
+
+
+def test_in_process_worker_delivers_when_enabled(
+    engine: Engine, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PHARMREF_DELIVERY_IN_PROCESS: the API process's lifespan runs the worker loop."""
+    referral = world["referral"]
+    monkeypatch.setattr(main, "engine", engine)  # the app's engine is the configured database
+    monkeypatch.setattr(settings, "delivery_in_process", True)
+    monkeypatch.setattr(settings, "delivery_poll_interval_seconds", 0.05)
+    with Receiver() as receiver:
+        add_endpoint(engine, receiver.url)
+        enqueue_committed(engine, referral, times=3)
+        with TestClient(main.app):
+            delivered = wait_until(
+                lambda: all(
+                    m.status is DeliveryStatus.DELIVERED for m in messages(engine, referral)
+                )
+            )
+
+    assert delivered
+    assert receiver.applied == {str(m.id): 1 for m in messages(engine, referral)}
+
+
+def test_no_in_process_worker_by_default() -> None:
+    assert Settings.model_fields["delivery_in_process"].default is False
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
+    """Poll until `condition` holds or `seconds` pass (a bound on waiting, not a timing check)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 # ---- end to end: a real receiver on loopback ------------------------------------------------------------
-
-
-class Receiver:
-    """An HTTP server that applies each Idempotency-Key's effect once and can misbehave on cue."""
-
-    def __init__(self) -> None:
-        self.effects: dict[str, int] = {}
-        self.requests = 0
-        self.script: list[str] = []  # "503", "slow", then normal
-        self.verified = True
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests += 1
-                step = receiver.script.pop(0) if receiver.script else "ok"
-                expected = delivery.signature(SECRET, self.headers["X-Pharmref-Timestamp"], body)
-                receiver.verified &= hmac.compare_digest(
-                    expected, self.headers["X-Pharmref-Signature"]
-                )
-                if step == "503":
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                key = self.headers["Idempotency-Key"]
-                receiver.effects[key] = (
-                    receiver.effects.get(key, 0) + 1
-                    if key not in receiver.effects
-                    else receiver.effects[key]
-                )
-                if step == "slow":
-                    threading.Event().wait(1.5)  # the sender times out; the effect has happened
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/inbox"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Receiver":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def drain(
@@ -392,8 +442,8 @@ def test_end_to_end_503_twice_then_delivered_once(engine: Engine, world: dict[st
 
     row = messages(engine, referral)[0]
     assert (row.status, row.attempts) == (DeliveryStatus.DELIVERED, 3)
-    assert receiver.requests == 3
-    assert receiver.effects == {str(row.id): 1}
+    assert len(receiver.arrivals) == 3
+    assert receiver.applied == {str(row.id): 1}
     assert receiver.verified
 
 
@@ -410,8 +460,8 @@ def test_end_to_end_timeout_then_resent_with_the_same_key(
 
     row = messages(engine, referral)[0]
     assert row.status is DeliveryStatus.DELIVERED
-    assert receiver.requests == 2
-    assert receiver.effects == {str(row.id): 1}
+    assert receiver.arrivals == [str(row.id)] * 2
+    assert receiver.applied == {str(row.id): 1}
 
 
 def test_end_to_end_worker_killed_between_send_and_record(
@@ -438,8 +488,8 @@ def test_end_to_end_worker_killed_between_send_and_record(
 
     row = messages(engine, referral)[0]
     assert (row.status, row.attempts) == (DeliveryStatus.DELIVERED, 2)
-    assert receiver.requests == 2
-    assert receiver.effects == {str(row.id): 1}
+    assert receiver.arrivals == [str(row.id)] * 2
+    assert receiver.applied == {str(row.id): 1}
 
 
 def test_readme_signature_worked_example() -> None:
