@@ -11,7 +11,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from app.auth import cookies
-from app.core.errors import AppError
+from app.core.errors import AppError, Forbidden
 from app.db.session import SessionDep
 from app.models.user import User
 from app.services import dashboard as dashboard_service
@@ -80,13 +80,17 @@ def _to_login(*, expired: bool) -> Response:
 
 @router.get("", response_class=HTMLResponse)
 def read_dashboard(request: Request, session: SessionDep, token: SessionToken = None) -> Response:
-    """The uptake dashboard for the signed-in analyst; without a valid sign-in, the login page."""
+    """The uptake dashboard for the signed-in analyst; without a valid sign-in, the login page;
+    a caller the statistics service refuses gets a page saying so (403)."""
     user: User | None = cookies.dashboard_user(token)
     if user is None:
         return _to_login(expired=token is not None)
-    page = dashboard_service.build_page(
-        session=session, caller=user, params=dict(request.query_params)
-    )
+    try:
+        page = dashboard_service.build_page(
+            session=session, caller=user, params=dict(request.query_params)
+        )
+    except Forbidden as error:  # e.g. an icb-analyst token naming no ICB in the directory
+        return _html(request, "forbidden.html", {"user": user, "detail": error.detail}, 403)
     return _html(
         request, "dashboard.html", {"user": user, "page": page}, 422 if page.errors else 200
     )

@@ -2,10 +2,16 @@
 all from the uptake report (app/services/stats.py) and the directory.
 
 Figures the disclosure rule withholds arrive as None (named in the row's `suppressed`); they stay
-None here, are ranked last and are drawn and tabulated as marked gaps, never as zero.
+None here, are left unranked and are drawn and tabulated as marked gaps, never as zero.
+
+The report lists every PCN of the ICB in the directory, those that made no referrals too: an
+analyst wants to see them. Their rate is a true, published 0 (the disclosure rule never withholds
+a zero), so they are ranked, tied at the bottom of the ranking (below the PCNs whose figures are
+withheld, which rest on at least one referral), and drawn as zero-height bars.
 """
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -16,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import Session, col, select
 
 from app.core.config import settings
+from app.core.errors import ValidationFailed
 from app.db.base import utc_now
 from app.models.enums import OrgKind, ReferralSource, Role, Service
 from app.models.organisation import Membership, Organisation
@@ -74,6 +81,12 @@ class PcnLine:
     rank: int | None  # None: no rate to rank by (suppressed or no population)
     row: UptakeRow
     against_target: str  # "above", "below", "on target", or "" (no target or no rate)
+    tied: bool = False  # another PCN has the same rate, so the same rank
+
+    @property
+    def no_referrals(self) -> bool:
+        """The PCN made no referrals under the filters (a published zero, never a withheld one)."""
+        return self.row.made == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,23 +203,37 @@ def _query(filters: Filters, **overrides: object) -> UptakeQuery:
 
 
 def rank_pcns(rows: Sequence[UptakeRow], *, target: float | None) -> list[PcnLine]:
-    """PCNs by referrals per 1,000 patients, highest first; rows without a rate come last (by
-    name) and get no rank."""
-    rated = sorted(
-        (row for row in rows if row.per_1000_patients is not None),
-        key=lambda row: (-(row.per_1000_patients or 0.0), row.group_name),
+    """PCNs by referrals per 1,000 patients, highest first, ties by name sharing a rank ("1, 2,
+    2, 4"). Then the PCNs without a rate (withheld, or no list size) but with referrals, unranked
+    by name: a withheld figure rests on at least one referral (the disclosure rule never withholds
+    a zero), so they stand above the PCNs that made none. Those come last, tied at the bottom
+    rank, followed by any that made none and have no list size (unranked)."""
+
+    def block(row: UptakeRow) -> int:
+        rate = row.per_1000_patients
+        if rate is None:
+            return 3 if row.made == 0 else 1
+        return 0 if rate > 0 else 2
+
+    ordered = sorted(
+        rows, key=lambda row: (block(row), -(row.per_1000_patients or 0.0), row.group_name)
     )
-    unrated = sorted(
-        (row for row in rows if row.per_1000_patients is None), key=lambda row: row.group_name
-    )
+    ties = Counter(row.per_1000_patients for row in ordered if block(row) in (0, 2))
     lines = []
-    for rank, row in enumerate(rated, start=1):
+    rank = 0
+    previous: float | None = None
+    for position, row in enumerate(ordered, start=1):
+        rate = row.per_1000_patients
+        if rate is None:
+            lines.append(PcnLine(rank=None, row=row, against_target=""))
+            continue
+        if rate != previous:
+            rank, previous = position, rate
         against = ""
-        if target is not None and row.per_1000_patients is not None:
-            difference = row.per_1000_patients - target
+        if target is not None:
+            difference = rate - target
             against = "above" if difference > 0 else "below" if difference < 0 else "on target"
-        lines.append(PcnLine(rank=rank, row=row, against_target=against))
-    lines += [PcnLine(rank=None, row=row, against_target="") for row in unrated]
+        lines.append(PcnLine(rank=rank, row=row, against_target=against, tied=ties[rate] > 1))
     return lines
 
 
@@ -251,7 +278,8 @@ def format_figure(value: float | None, kind: str) -> str:
 def build_page(
     *, session: Session, caller: User, params: Mapping[str, str], today: date | None = None
 ) -> DashboardPage:
-    """Everything the dashboard shows for the caller and the filters asked for."""
+    """Everything the dashboard shows for the caller and the filters asked for (raises Forbidden
+    when the statistics service refuses the caller)."""
     today = today or local_day(utc_now())
     page = DashboardPage(caller=caller, form={k: params.get(k, "") for k in _FORM_FIELDS})
     page.places = _places(session=session, caller=caller, on=today)
@@ -267,6 +295,17 @@ def build_page(
         "place": filters.place or "",
     }
     page.scope = page.places[filters.place] if filters.place else _scope_name(session, caller)
+    try:
+        _fill(page, session=session, caller=caller, filters=filters)
+    except ValidationFailed as error:  # e.g. more rows than the statistics service gives at once
+        page.filters = None
+        page.errors = [error.detail]
+    return page
+
+
+def _fill(page: DashboardPage, *, session: Session, caller: User, filters: Filters) -> None:
+    """The figures and charts for valid filters. The statistics service raises Forbidden for a
+    caller it refuses (e.g. an icb-analyst token naming no ICB in the directory)."""
     report = stats_service.uptake(session=session, query=_query(filters), caller=caller)
     page.disclosure = report.disclosure
     rows = report.rows
@@ -283,7 +322,6 @@ def build_page(
     page.trend, page.months = _trend(session=session, caller=caller, filters=filters)
     page.bar_chart = _bar_chart(page)
     page.trend_chart = _trend_chart(page)
-    return page
 
 
 _FORM_FIELDS = ("service", "source", "from", "to", "place")
@@ -339,11 +377,14 @@ def _bar_chart(page: DashboardPage) -> str:
     assert page.filters is not None
     service = SERVICE_NAMES[page.filters.service] if page.filters.service else "All services"
     shown = [line for line in page.pcns if line.row.per_1000_patients is not None]
+    none = [line for line in page.pcns if line.no_referrals]
     description = (
         f"{service}: referrals per 1,000 registered patients for each of {len(page.pcns)} PCNs "
         f"in {page.scope}, {page.filters.from_date:%d %B %Y} to {page.filters.to_date:%d %B %Y}, "
         f"highest first. {len(shown)} PCNs have a figure"
     )
+    if none:
+        description += f"; {len(none)} made no referrals (bars of zero height, at the end)"
     if page.period_target is not None:
         description += (
             f"; the ICB target for the period is {charts.format_number(page.period_target)}"

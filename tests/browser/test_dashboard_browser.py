@@ -161,10 +161,24 @@ def test_analyst_signs_in_and_sees_charts_and_tables_with_data(
     banner = browser.find_element(By.CSS_SELECTOR, "header.banner")
     assert banner.value_of_css_property("background-color") == "rgba(0, 94, 184, 1)"
 
+    ranked = [
+        [" ".join(cell.text.split()) for cell in row.find_elements(By.CSS_SELECTOR, "td, th")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "#pcn-table tbody tr")
+    ]
+    pcns = len(ranked)  # every PCN of the ICB, those that made no referrals too
+    assert pcns > len(MONTHLY) + 1
+    # U00008's few referrals are withheld, and secondary suppression may withhold another's
+    withheld = [row for row in ranked if row[2] == "S (suppressed)"]
+    assert any("U00008" in row[1] for row in withheld)
     bars = browser.find_elements(By.CSS_SELECTOR, "#pcn-rate-chart rect.bar")
-    assert len(bars) == 7
-    assert all(bar.size["height"] > 0 for bar in bars)
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#pcn-rate-chart g.suppressed")) == 1
+    assert len(bars) == pcns - len(withheld)  # a withheld rate is a hatched gap, not a bar
+    gaps = browser.find_elements(By.CSS_SELECTOR, "#pcn-rate-chart g.suppressed")
+    assert len(gaps) == len(withheld)
+    referring = [row for row in ranked if row[2] not in ("S (suppressed)", "0.00")]
+    assert len(referring) + len(withheld) == len(MONTHLY) + 1
+    assert all(bar.size["height"] > 0 for bar in bars[: len(referring)])
+    none = pcns - len(referring) - len(withheld)
+    assert [bar.get_attribute("data-value") for bar in bars[len(referring) :]] == ["0.0"] * none
     assert browser.find_elements(By.CSS_SELECTOR, "#pcn-rate-chart g.target line")
     lines = browser.find_elements(By.CSS_SELECTOR, "#service-trend-chart path.line")
     assert len(lines) == 4
@@ -175,13 +189,19 @@ def test_analyst_signs_in_and_sees_charts_and_tables_with_data(
     assert chart.get_attribute("role") == "img"
     assert chart.size["width"] > 600
 
-    ranked = browser.find_elements(By.CSS_SELECTOR, "#pcn-table tbody tr")
-    assert len(ranked) == 8
-    rates = numbers([row.find_elements(By.TAG_NAME, "td")[1].text for row in ranked])
-    assert len(rates) == 7
+    rates = numbers([row[2] for row in ranked])
     assert rates == sorted(rates, reverse=True)
-    assert all(rate > 0 for rate in rates)
-    assert "S" in ranked[-1].text
+    assert all(rate > 0 for rate in rates[: len(referring)])
+    assert rates[len(referring) :] == [0.0] * none
+    # ranked PCNs with a rate, then the withheld ones unranked (each rests on at least one
+    # referral), then those that made none, sharing the last rank
+    assert ranked[: len(referring)] == referring
+    assert [row[0] for row in referring] == [str(n) for n in range(1, len(referring) + 1)]
+    assert ranked[len(referring) : len(referring) + len(withheld)] == withheld
+    assert all(row[0] == "-" and row[3] == "S (suppressed)" for row in withheld)
+    for row in ranked[len(referring) + len(withheld) :]:
+        assert row[0] == f"{len(referring) + len(withheld) + 1}= (tied)"
+        assert row[2:6] == ["0.00", "0", "0", "No referrals"]
     trend = browser.find_elements(By.CSS_SELECTOR, "#trend-table tbody tr")
     assert len(trend) == 12
     assert all(numbers([row.find_elements(By.TAG_NAME, "td")[0].text]) for row in trend)

@@ -10,11 +10,12 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.auth.cookies import SESSION_COOKIE
 from app.core.config import settings
-from app.models.enums import Role, Service
+from app.models.enums import OrgKind, Role, Service
+from app.models.organisation import Membership, Organisation
 from app.services.dashboard import DAYS_PER_MONTH, format_figure
 from tests.dashboard_history import Planned, make_history, remove_history
 from tests.helpers import token_for
@@ -92,6 +93,32 @@ def page(
 
 
 PERIOD = {"from": "2026-06-01", "to": "2026-11-30"}
+WITH_HISTORY = {"U00001", "U00002", "U00003"}
+
+
+def pcns_of(session: Session, *places: str) -> set[str]:
+    """The PCNs the directory puts in the given places (default: every place of ICB QXX)."""
+    if not places:
+        places = tuple(
+            session.exec(select(Membership.member_ods).where(Membership.group_ods == "QXX")).all()
+        )
+    return set(
+        session.exec(
+            select(Membership.member_ods)
+            .join(Organisation, col(Organisation.ods_code) == col(Membership.member_ods))
+            .where(col(Membership.group_ods).in_(places), Organisation.kind == OrgKind.PCN)
+        ).all()
+    )
+
+
+def code(row: list[str]) -> str:
+    return row[1].split()[-1]
+
+
+def assert_no_referrals(row: list[str], rank: str) -> None:
+    """A PCN that made none: a true, published zero, ranked tied at the bottom."""
+    assert row[0] == f"{rank}= (tied)"
+    assert row[2:6] == ["0.00", "0", "0", "No referrals"]
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +147,15 @@ def target() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("history")
-def test_admin_sees_exact_figures_ranked_by_rate(client: TestClient) -> None:
+def test_admin_sees_exact_figures_ranked_by_rate(client: TestClient, session: Session) -> None:
     html = page(client, Role.ADMIN, "ADMIN", **PERIOD)
 
     rows = tables(html).tables["pcn-table"]
-    by_code = {row[1].split()[-1]: row for row in rows}
-    assert set(by_code) == {"U00001", "U00002", "U00003"}
+    by_code = {code(row): row for row in rows}
+    everyone = pcns_of(session)
+    assert len(everyone) > len(WITH_HISTORY)
+    assert set(by_code) == everyone  # every PCN of the ICB, those that made none too
+    assert len(rows) == len(everyone)
     # rank, PCN, per 1,000, made, completed, completion rate, median hours, registered patients
     assert by_code["U00001"][3:6] == ["54", "36", "67%"]
     assert 4.0 <= float(by_code["U00001"][6]) <= 6.0  # every completion took 5 hours
@@ -133,34 +163,54 @@ def test_admin_sees_exact_figures_ranked_by_rate(client: TestClient) -> None:
     assert by_code["U00003"][3:5] == ["1", "0"]
     rates = [float(row[2]) for row in rows]
     assert rates == sorted(rates, reverse=True)
-    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert [code(row) for row in rows[:3]] == ["U00001", "U00002", "U00003"]
+    assert [row[0] for row in rows[:3]] == ["1", "2", "3"]
+    assert float(by_code["U00003"][2]) > 0  # one referral: a small rate, never shown as zero
+    for row in rows[3:]:
+        assert_no_referrals(row, "4")
+    names = [row[1] for row in rows[3:]]
+    assert names == sorted(names)  # ties by name
     patients = int(by_code["U00001"][7].replace(",", ""))
     assert float(by_code["U00001"][2]) == pytest.approx(54 * 1000 / patients, abs=0.005)
     assert "is withheld" not in html
 
 
 @pytest.mark.usefixtures("history")
-def test_analyst_sees_small_numbers_suppressed_and_marked_never_zero(client: TestClient) -> None:
+def test_analyst_sees_small_numbers_suppressed_and_marked_never_zero(
+    client: TestClient, session: Session
+) -> None:
     html = page(client, **PERIOD)
 
     rows = tables(html).tables["pcn-table"]
-    by_code = {row[1].split()[-1]: row for row in rows}
-    assert by_code["U00001"][3:5] == ["55", "35"]  # 54 and 36, rounded to the nearest 5
-    assert by_code["U00003"][0] == "-"  # unranked, listed last
-    assert rows[-1] == by_code["U00003"]
-    assert by_code["U00003"][2:4] == ["S (suppressed)", "S (suppressed)"]
-    assert "0" not in by_code["U00003"][2:4]
+    by_code = {code(row): row for row in rows}
+    assert set(by_code) == pcns_of(session)
+    assert rows[0][:5] == ["1", "Riverside PCN U00001", "0.63", "55", "35"]  # 54, 36 rounded
+    # U00003's one referral is withheld; U00002's 12 too, or the ICB total would give it away
+    # (secondary suppression). Both unranked, after the rated PCNs and before those that made
+    # none, since a withheld figure rests on at least one referral.
+    assert [code(row) for row in rows[1:3]] == ["U00003", "U00002"]
+    for withheld in rows[1:3]:
+        assert withheld[0] == "-"
+        assert withheld[2:4] == ["S (suppressed)", "S (suppressed)"]
+        assert withheld[5] == "S (suppressed)"
+    for row in rows[3:]:
+        assert_no_referrals(row, "4")
     assert "it rests on between 1 and 7 referrals" in " ".join(html.split())
     chart = svg(html, "pcn-rate-chart")
-    assert len(by_class(chart, "rect", "bar")) == 2
-    [gap] = by_class(chart, "g", "suppressed")
-    title = gap.find(f"{SVG}title")
-    assert title is not None
-    assert title.text is not None
-    assert "U00003" in title.text
-    assert "suppressed" in title.text
+    bars = by_class(chart, "rect", "bar")
+    assert len(bars) == len(rows) - 2
+    assert [float(b.get("data-value", "nan")) for b in bars[1:]] == [0.0] * (len(rows) - 3)
+    gaps = by_class(chart, "g", "suppressed")
+    assert len(gaps) == 2
+    for gap, pcn in zip(gaps, ("U00003", "U00002"), strict=True):
+        title = gap.find(f"{SVG}title")
+        assert title is not None
+        assert title.text is not None
+        assert pcn in title.text
+        assert "suppressed" in title.text
     alternative = {row[0]: row[1] for row in tables(html).tables["pcn-rate-table"]}
     assert alternative["Kingsside PCN (U00003)"] == "S (suppressed)"
+    assert alternative["Rivergate PCN (U00002)"] == "S (suppressed)"
 
 
 @pytest.mark.usefixtures("history")
@@ -232,18 +282,25 @@ def test_service_filter_limits_table_chart_and_trend(client: TestClient) -> None
     html = page(client, Role.ADMIN, "ADMIN", service="contraception", **PERIOD)
 
     rows = tables(html).tables["pcn-table"]
-    assert [row[1].split()[-1] for row in rows] == ["U00003"]
+    assert rows[0][:4] == ["1", "Kingsside PCN U00003", rows[0][2], "1"]
+    assert float(rows[0][2]) > 0
+    for row in rows[1:]:  # U00001 and U00002 referred only for Pharmacy First
+        assert_no_referrals(row, "2")
     series = by_class(svg(html, "service-trend-chart"), "g", "series")
     assert [s.get("data-series") for s in series] == ["Contraception"]
     assert '<option value="contraception" selected>' in html
 
 
 @pytest.mark.usefixtures("history")
-def test_place_filter_shows_only_that_places_pcns(client: TestClient) -> None:
+def test_place_filter_shows_only_that_places_pcns(client: TestClient, session: Session) -> None:
     html = page(client, Role.ADMIN, "ADMIN", place="QXX02", **PERIOD)
 
     rows = tables(html).tables["pcn-table"]
-    assert [row[1].split()[-1] for row in rows] == ["U00002"]
+    assert {code(row) for row in rows} == pcns_of(session, "QXX02")
+    assert not {"U00001", "U00003"} & {code(row) for row in rows}
+    assert rows[0][:4] == ["1", "Rivergate PCN U00002", "0.48", "12"]
+    for row in rows[1:]:
+        assert_no_referrals(row, "2")
     assert "PCNs in Central Place" in html
     trend = tables(html).tables["trend-table"]
     assert float(trend[0][1]) > 0
@@ -257,10 +314,19 @@ def test_analyst_place_options_are_the_places_of_their_icb(client: TestClient) -
 
 @pytest.mark.usefixtures("history")
 def test_analyst_of_another_icb_sees_none_of_this_icbs_pcns(client: TestClient) -> None:
-    html = page(client, Role.ICB_ANALYST, "QYY", **PERIOD)
+    client.cookies.set(SESSION_COOKIE, token_for(Role.ICB_ANALYST, "QYY"), path="/dashboard")
 
-    assert tables(html).tables["pcn-table"] == [["No referrals match these filters."]]
-    assert "U00001" not in html
+    response = client.get("/dashboard", params=PERIOD)
+
+    # QYY is no ICB in the directory: the statistics service refuses the token, and says so
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "You cannot see these figures" in response.text
+    assert "must name an ICB in the directory" in response.text
+    assert "Signed in: icb-analyst QYY" in response.text
+    assert 'id="pcn-table"' not in response.text
+    assert not re.search(r"U000\d\d|QXX", response.text)
 
 
 def test_default_period_is_the_last_twelve_months(client: TestClient) -> None:
@@ -318,10 +384,27 @@ def test_no_target_set_draws_no_target_line(client: TestClient) -> None:
 
 
 @pytest.mark.usefixtures("history")
-def test_empty_filter_fields_mean_all(client: TestClient) -> None:
+def test_empty_filter_fields_mean_all(client: TestClient, session: Session) -> None:
     html = page(client, Role.ADMIN, "ADMIN", service="", source="", place="", **PERIOD)
 
-    assert len(tables(html).tables["pcn-table"]) == 3
+    rows = tables(html).tables["pcn-table"]
+    assert {code(row) for row in rows} == pcns_of(session)
+    assert [row[3] for row in rows[:3]] == ["54", "12", "1"]  # every service, every source
+
+
+@pytest.mark.usefixtures("history")
+def test_a_question_too_big_for_the_statistics_service_is_explained_with_422(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "stats_max_rows", 3)
+    client.cookies.set(SESSION_COOKIE, token_for(Role.ADMIN, "ADMIN"), path="/dashboard")
+
+    response = client.get("/dashboard", params=PERIOD)
+
+    assert response.status_code == 422, response.text
+    assert "The filters cannot be used" in response.text
+    assert "at most 3 are given at once" in response.text
+    assert 'id="pcn-table"' not in response.text
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,36 @@ def test_rank_pcns_highest_first_with_unrated_last_and_unranked() -> None:
     ]
 
 
+def test_rank_pcns_ties_share_a_rank_and_no_referrals_rank_last_below_withheld() -> None:
+    def made(line: UptakeRow, count: int | None) -> UptakeRow:
+        return line.model_copy(update={"made": count})
+
+    rows = [
+        made(row("U7", 0.0), 0),
+        made(row("U6", None, suppressed=["made", "per_1000_patients"]), None),
+        made(row("U5", 0.0), 0),
+        made(row("U4", 1.0), 10),
+        made(row("U3", 2.0), 20),
+        made(row("U2", 2.0), 20),
+        made(row("U8", None), 0),  # made none, but no list size: no rate
+    ]
+
+    lines = dashboard.rank_pcns(rows, target=1.5)
+
+    assert [
+        (line.rank, line.tied, line.row.group_code, line.against_target, line.no_referrals)
+        for line in lines
+    ] == [
+        (1, True, "U2", "above", False),
+        (1, True, "U3", "above", False),
+        (3, False, "U4", "below", False),
+        (None, False, "U6", "", False),  # withheld: at least one referral, so above the zeros
+        (5, True, "U5", "below", True),
+        (5, True, "U7", "below", True),
+        (None, False, "U8", "", True),
+    ]
+
+
 def test_chart_value_keeps_suppressed_apart_from_missing_and_zero() -> None:
     suppressed = row("U1", None, suppressed=["per_1000_patients"])
     unknown = row("U2", None)
