@@ -158,8 +158,8 @@ def postgres_ticks(db: str) -> dict[int, tuple[str, int]]:
             backend = len(words) >= 3 and (words[2].endswith(")") or words[2] == "[local]")
             autovacuum = words[:2] == ["autovacuum", "worker"] and len(words) >= 3
             serving = words[1] if backend else words[2] if autovacuum else None
-            if serving is not None and serving != db:
-                continue
+            if (serving is not None and serving != db) or words[:2] == ["parallel", "worker"]:
+                continue  # another database's, or a parallel worker of some backend's query
             stat = (entry / "stat").read_text()
             rest = stat[stat.rindex(")") + 2 :].split()
             group = "pg-shared" if serving is None else "postgres"
