@@ -66,6 +66,8 @@ def create_app() -> FastAPI:
     app.include_router(deliveries.router)
     app.include_router(fhir.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    generate_openapi = app.openapi
+    app.openapi = lambda: errors.document_error_responses(generate_openapi())  # type: ignore[method-assign]
     return app
 
 
