@@ -1,10 +1,10 @@
 """Consultation records: one per referral (DMS: one per stage), with the derived clinical results."""
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel
 from app.db.base import UTCDateTime, enum_column, utc_now
 from app.models.enums import ContraceptiveType, Pathway, Service
 from app.models.referral import LongText, ShortText
-from app.models.types import DmdCode
+from app.models.types import DmdCode, IsoDate, IsoDateTime
 
 
 class Consultation(SQLModel, table=True):
@@ -61,7 +61,7 @@ class _ConsultationBase(BaseModel):
     version: int | None = PydanticField(default=None, ge=1, description="Or send If-Match")
     clinician_name: ShortText
     gphc_number: GphcNumber
-    consulted_at: AwareDatetime | None = None
+    consulted_at: IsoDateTime | None = None
     notes: LongText | None = None
     override: OverrideIn | None = None
 
@@ -127,15 +127,15 @@ class ClinicReadingIn(BaseModel):
     diastolic: int = PydanticField(ge=20, le=200)
     pulse: int | None = PydanticField(default=None, ge=20, le=250)
     irregular_pulse: bool = False
-    measured_at: AwareDatetime | None = None
+    measured_at: IsoDateTime | None = None
 
 
 class AbpmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    offered_on: date | None = None
-    fitted_on: date | None = None
-    returned_on: date | None = None
+    offered_on: IsoDate | None = None
+    fitted_on: IsoDate | None = None
+    returned_on: IsoDate | None = None
     daytime_readings: int | None = PydanticField(default=None, ge=0, le=200)
     daytime_average_systolic: int | None = PydanticField(default=None, ge=40, le=300)
     daytime_average_diastolic: int | None = PydanticField(default=None, ge=20, le=200)
@@ -241,7 +241,7 @@ class DmsStageIn(_ConsultationBase):
 
     service: Literal["dms"]
     stage: Literal[1, 2, 3]
-    completed_on: date
+    completed_on: IsoDate
     reconciled: bool | None = PydanticField(
         default=None,
         description="Stage 1: discharge medicines reconciled against pre-admission medicines",
