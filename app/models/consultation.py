@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -13,6 +13,13 @@ from app.db.base import UTCDateTime, enum_column, utc_now
 from app.models.enums import ContraceptiveType, Pathway, Service
 from app.models.referral import LongText, ShortText
 from app.models.types import DmdCode, IsoDate, IsoDateTime
+from app.services.validation import check_no_nul
+
+Note500 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(check_no_nul),
+]
 
 
 class Consultation(SQLModel, table=True):
@@ -52,7 +59,11 @@ class OverrideIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=1000)]
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=10, max_length=1000),
+        AfterValidator(check_no_nul),
+    ]
 
 
 class _ConsultationBase(BaseModel):
@@ -169,7 +180,9 @@ class BloodPressureConsultationIn(_ConsultationBase):
     service: Literal["blood-pressure"]
     clinic_readings: list[ClinicReadingIn] = PydanticField(min_length=1, max_length=10)
     abpm: AbpmIn | None = None
-    outcome: Annotated[str, StringConstraints(min_length=1, max_length=40)] = PydanticField(
+    outcome: Annotated[
+        str, StringConstraints(min_length=1, max_length=40), AfterValidator(check_no_nul)
+    ] = PydanticField(
         description="What the pharmacist did; it must match the outcome pharmref derives unless overridden"
     )
 
@@ -215,10 +228,7 @@ class ContraceptionConsultationIn(_ConsultationBase):
     blood_pressure: VitalBloodPressureIn | None = None
     bmi: float | None = PydanticField(default=None, gt=10, lt=100)
     outcome: Literal["supplied", "not-supplied-referred"]
-    reason_not_supplied: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-        | None
-    ) = None
+    reason_not_supplied: Note500 | None = None
 
 
 class DmsStageIn(_ConsultationBase):
@@ -253,13 +263,10 @@ class DmsStageIn(_ConsultationBase):
     patient_consulted: bool | None = PydanticField(
         default=None, description="Stage 3: check-and-reinforce consultation held with the patient"
     )
-    issues_found: list[
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-    ] = PydanticField(default_factory=list, max_length=50)
-    could_not_complete_reason: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-        | None
-    ) = PydanticField(default=None, description="Ends the service at this stage, with the reason")
+    issues_found: list[Note500] = PydanticField(default_factory=list, max_length=50)
+    could_not_complete_reason: Note500 | None = PydanticField(
+        default=None, description="Ends the service at this stage, with the reason"
+    )
 
 
 ConsultationIn = Annotated[
