@@ -105,6 +105,8 @@ def create_app() -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
+    generate_openapi = app.openapi
+    app.openapi = lambda: errors.document_error_responses(generate_openapi())  # type: ignore[method-assign]
     return app
 
 

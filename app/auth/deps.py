@@ -36,7 +36,10 @@ def require_role(*roles: Role) -> Callable[[User], Coroutine[Any, Any, User]]:
 
 REFERRER_ROLES = (Role.GP_PRACTICE, Role.NHS111, Role.TRUST, Role.PHARMACY)
 PATIENT_DATA_ROLES = (Role.GP_PRACTICE, Role.NHS111, Role.TRUST, Role.PHARMACY, Role.ADMIN)
+# Pushed messages go to referrers' endpoints; admin watches (and retries) them all.
+DELIVERY_ROLES = (*REFERRER_ROLES, Role.ADMIN)
 
 Referrer = Annotated[User, Depends(require_role(*REFERRER_ROLES))]
 PatientDataReader = Annotated[User, Depends(require_role(*PATIENT_DATA_ROLES))]
 Pharmacy = Annotated[User, Depends(require_role(Role.PHARMACY))]
+DeliveryViewer = Annotated[User, Depends(require_role(*DELIVERY_ROLES))]

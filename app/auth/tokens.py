@@ -77,6 +77,24 @@ def _verification_key() -> Any:
     return serialization.load_pem_public_key(_public_key_path().read_bytes())
 
 
+def _key_for(header: dict[str, Any]) -> Any:
+    """The one key that may verify this token. python-jose would try every key of a JWKS in turn
+    whatever the token's `kid`; pharmref uses the key the `kid` names (or the only key of a
+    one-key set), so a token naming an unknown or retired key is refused outright."""
+    key = _verification_key()
+    if not settings.jwt_jwks_file:
+        return key
+    keys = [k for k in key.get("keys", []) if isinstance(k, dict)]
+    kid = header.get("kid")
+    if kid is None:
+        matching = keys if len(keys) == 1 else []
+    else:
+        matching = [k for k in keys if k.get("kid") == kid]
+    if len(matching) != 1:
+        raise Unauthorized("Bearer token names no known signing key (kid).")
+    return matching[0]
+
+
 def reset_key_cache() -> None:
     _verification_key.cache_clear()
 
@@ -112,6 +130,19 @@ def create_access_token(
     return jwt.encode(claims, settings.jwt_hs256_secret.get_secret_value(), algorithm=algorithm)
 
 
+def _check_issued_at(iat: object) -> None:
+    """python-jose checks only that `iat` reads as a number; a token issued in the future is as
+    suspect as one not yet valid by `nbf`."""
+    if iat is None:
+        return
+    try:
+        issued = float(iat)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise Unauthorized("Bearer token is invalid or expired.") from exc
+    if issued > utc_now().timestamp() + settings.jwt_leeway_seconds:
+        raise Unauthorized("Bearer token is invalid or expired (issued in the future).")
+
+
 def decode_token(token: str) -> User:
     """Verify a bearer token and return the caller; any failure is 401."""
     if len(token) > MAX_TOKEN_BYTES:
@@ -125,7 +156,7 @@ def decode_token(token: str) -> User:
     try:
         claims = jwt.decode(
             token,
-            _verification_key(),
+            _key_for(header),
             algorithms=settings.jwt_algorithms,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
@@ -136,11 +167,15 @@ def decode_token(token: str) -> User:
                 "leeway": settings.jwt_leeway_seconds,
             },
         )
-    except JOSEError as exc:
+    except (JOSEError, TypeError, ValueError, OverflowError) as exc:
+        # python-jose lets these out of its claim checks (`"exp": null`, `"nbf": Infinity`).
         raise Unauthorized("Bearer token is invalid or expired.") from exc
+    _check_issued_at(claims.get("iat"))
     try:
-        return User(
-            subject=str(claims.get("sub") or "unknown"), org=claims["org"], role=claims["role"]
-        )
-    except (KeyError, ValidationError) as exc:
+        return User(subject=claims.get("sub", "unknown"), org=claims["org"], role=claims["role"])
+    except KeyError as exc:
+        raise Unauthorized("Bearer token lacks a valid org or role claim.") from exc
+    except ValidationError as exc:
+        if all(error["loc"][:1] == ("subject",) for error in exc.errors()):
+            raise Unauthorized("Bearer token has an invalid sub claim.") from exc
         raise Unauthorized("Bearer token lacks a valid org or role claim.") from exc

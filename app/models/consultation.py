@@ -1,10 +1,10 @@
 """Consultation records: one per referral (DMS: one per stage), with the derived clinical results."""
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -12,7 +12,14 @@ from sqlmodel import Field, SQLModel
 from app.db.base import UTCDateTime, enum_column, utc_now
 from app.models.enums import ContraceptiveType, Pathway, Service
 from app.models.referral import LongText, ShortText
-from app.models.types import DmdCode
+from app.models.types import DmdCode, IsoDate, IsoDateTime
+from app.services.validation import check_no_nul
+
+Note500 = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(check_no_nul),
+]
 
 
 class Consultation(SQLModel, table=True):
@@ -54,7 +61,11 @@ class OverrideIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=1000)]
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=10, max_length=1000),
+        AfterValidator(check_no_nul),
+    ]
 
 
 class _ConsultationBase(BaseModel):
@@ -63,7 +74,7 @@ class _ConsultationBase(BaseModel):
     version: int | None = PydanticField(default=None, ge=1, description="Or send If-Match")
     clinician_name: ShortText
     gphc_number: GphcNumber
-    consulted_at: AwareDatetime | None = None
+    consulted_at: IsoDateTime | None = None
     notes: LongText | None = None
     override: OverrideIn | None = None
 
@@ -129,15 +140,15 @@ class ClinicReadingIn(BaseModel):
     diastolic: int = PydanticField(ge=20, le=200)
     pulse: int | None = PydanticField(default=None, ge=20, le=250)
     irregular_pulse: bool = False
-    measured_at: AwareDatetime | None = None
+    measured_at: IsoDateTime | None = None
 
 
 class AbpmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    offered_on: date | None = None
-    fitted_on: date | None = None
-    returned_on: date | None = None
+    offered_on: IsoDate | None = None
+    fitted_on: IsoDate | None = None
+    returned_on: IsoDate | None = None
     daytime_readings: int | None = PydanticField(default=None, ge=0, le=200)
     daytime_average_systolic: int | None = PydanticField(default=None, ge=40, le=300)
     daytime_average_diastolic: int | None = PydanticField(default=None, ge=20, le=200)
@@ -171,7 +182,9 @@ class BloodPressureConsultationIn(_ConsultationBase):
     service: Literal["blood-pressure"]
     clinic_readings: list[ClinicReadingIn] = PydanticField(min_length=1, max_length=10)
     abpm: AbpmIn | None = None
-    outcome: Annotated[str, StringConstraints(min_length=1, max_length=40)] = PydanticField(
+    outcome: Annotated[
+        str, StringConstraints(min_length=1, max_length=40), AfterValidator(check_no_nul)
+    ] = PydanticField(
         description="What the pharmacist did; it must match the outcome pharmref derives unless overridden"
     )
 
@@ -217,10 +230,7 @@ class ContraceptionConsultationIn(_ConsultationBase):
     blood_pressure: VitalBloodPressureIn | None = None
     bmi: float | None = PydanticField(default=None, gt=10, lt=100)
     outcome: Literal["supplied", "not-supplied-referred"]
-    reason_not_supplied: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-        | None
-    ) = None
+    reason_not_supplied: Note500 | None = None
 
 
 class DmsStageIn(_ConsultationBase):
@@ -243,7 +253,7 @@ class DmsStageIn(_ConsultationBase):
 
     service: Literal["dms"]
     stage: Literal[1, 2, 3]
-    completed_on: date
+    completed_on: IsoDate
     reconciled: bool | None = PydanticField(
         default=None,
         description="Stage 1: discharge medicines reconciled against pre-admission medicines",
@@ -255,13 +265,10 @@ class DmsStageIn(_ConsultationBase):
     patient_consulted: bool | None = PydanticField(
         default=None, description="Stage 3: check-and-reinforce consultation held with the patient"
     )
-    issues_found: list[
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-    ] = PydanticField(default_factory=list, max_length=50)
-    could_not_complete_reason: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-        | None
-    ) = PydanticField(default=None, description="Ends the service at this stage, with the reason")
+    issues_found: list[Note500] = PydanticField(default_factory=list, max_length=50)
+    could_not_complete_reason: Note500 | None = PydanticField(
+        default=None, description="Ends the service at this stage, with the reason"
+    )
 
 
 ConsultationIn = Annotated[

@@ -5,12 +5,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, SecretStr
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, SecretStr, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from app.db.base import UTCDateTime, enum_column, utc_now
+from app.services.validation import check_no_nul
 
 
 class MessageFormat(StrEnum):
@@ -85,6 +86,12 @@ class EndpointCreate(BaseModel):
     secret: SecretStr = PydanticField(
         min_length=32, max_length=200, description="Shared secret for the HMAC signature"
     )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_storable(cls, value: SecretStr) -> SecretStr:
+        check_no_nul(value.get_secret_value())
+        return value
 
 
 ENDPOINT_EXAMPLE: dict[str, Any] = {

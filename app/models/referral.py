@@ -5,7 +5,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -20,7 +20,7 @@ from app.models.enums import (
     Service,
     Sex,
 )
-from app.models.types import DmdCode, NhsNumber, OdsCode
+from app.models.types import DmdCode, IsoDate, IsoDateTime, NhsNumber, OdsCode
 from app.services.validation import check_no_nul
 
 Priority = Literal["routine", "urgent"]
@@ -137,7 +137,7 @@ class PatientIn(BaseModel):
     )
     family_name: PersonName
     given_name: PersonName
-    birth_date: date
+    birth_date: IsoDate
     sex: Sex
     phone: Phone = PydanticField(description="Primary call-back number")
     registered_practice_ods: OdsCode | None = PydanticField(
@@ -168,7 +168,7 @@ class BloodPressureIn(BaseModel):
 
     systolic: int = PydanticField(ge=40, le=300)
     diastolic: int = PydanticField(ge=20, le=200)
-    measured_at: AwareDatetime | None = None
+    measured_at: IsoDateTime | None = None
 
 
 class ContraceptiveIn(BaseModel):
@@ -207,14 +207,14 @@ class ReferralCreate(BaseModel):
     referrer: ReferrerIn
     reason: LongText
     notes: LongText | None = None
-    due_by: AwareDatetime | None = None
+    due_by: IsoDateTime | None = None
     blood_pressure: BloodPressureIn | None = PydanticField(
         default=None, description="Required for blood-pressure referrals: the latest reading."
     )
     bmi: float | None = PydanticField(default=None, gt=10, lt=100)
     abpm_requested: bool = False
     current_contraceptive: ContraceptiveIn | None = None
-    discharged_at: AwareDatetime | None = None
+    discharged_at: IsoDateTime | None = None
     discharge_medicines: list[DischargeMedicineIn] | None = PydanticField(
         default=None, max_length=100, description="Required for DMS referrals."
     )

@@ -19,7 +19,7 @@ from app.models.consultation import (
 )
 from app.models.delivery import MessageFormat
 from app.routers.deps import AuditedReferral, VisibleReferral, etag, expected_version
-from app.routers.examples import error_responses
+from app.routers.examples import error_responses, json_error_responses
 from app.services import consultations as consultation_service
 from app.services import summaries
 
@@ -99,7 +99,7 @@ def read_consultations(session: SessionDep, referral: AuditedReferral) -> list[C
                 "application/fhir+json": {"example": {"resourceType": "Bundle", "type": "document"}}
             },
         },
-        **error_responses(401, 403, 404, 422),
+        **json_error_responses(401, 403, 404, 422),
     },
 )
 def read_summary(

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.auth.deps import CurrentUser, Referrer
+from app.auth.deps import DeliveryViewer, Referrer
 from app.db.session import SessionDep
 from app.models.delivery import (
     ENDPOINT_EXAMPLE,
@@ -66,10 +66,12 @@ def delete_endpoint(session: SessionDep, user: Referrer, endpoint_id: uuid.UUID)
     return Response(status_code=204)
 
 
-@router.get("/deliveries", response_model=DeliveriesPublic, responses=error_responses(401, 422))
+@router.get(
+    "/deliveries", response_model=DeliveriesPublic, responses=error_responses(401, 403, 422)
+)
 def read_deliveries(
     session: SessionDep,
-    user: CurrentUser,
+    user: DeliveryViewer,
     status: DeliveryStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DeliveriesPublic:
@@ -83,10 +85,10 @@ def read_deliveries(
 @router.post(
     "/deliveries/{delivery_id}/retry",
     response_model=DeliveryPublic,
-    responses=error_responses(401, 404, 409),
+    responses=error_responses(401, 403, 404, 409),
 )
 def retry_delivery(
-    session: SessionDep, user: CurrentUser, delivery_id: uuid.UUID
+    session: SessionDep, user: DeliveryViewer, delivery_id: uuid.UUID
 ) -> DeliveryPublic:
     """Queue a dead-lettered or failing message again now."""
     return DeliveryPublic.model_validate(

@@ -1,10 +1,12 @@
 """Render every error as a JSON error body, or on /fhir routes as an OperationOutcome."""
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -106,6 +108,8 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         error = BadRequest(str(exc.detail))
         error.status_code = exc.status_code
     error.headers.update(dict(exc.headers or {}))
+    if exc.status_code == 405:
+        error.headers["Allow"] = _allowed_methods(request)
     return render_error(error, fhir=_is_fhir(request))
 
 
@@ -136,6 +140,60 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
     )
     error = AppError("An unexpected error occurred; it has been logged.")
     return render_error(error, fhir=_is_fhir(request))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path supports: Starlette's own Allow names only the first route matched,
+    and several routes (GET and POST /api/v1/referrals) share a path."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+_VALIDATION_ERROR_REF = "#/components/schemas/HTTPValidationError"
+
+
+_BODY_ERRORS = {
+    "400": "Malformed request (the body is not JSON)",
+    "413": "Request body too large",
+}
+
+
+def document_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the handlers above send, for every route, new ones too.
+
+    FastAPI documents a default 422 (`HTTPValidationError`), a shape pharmref never sends: JSON
+    routes get the JSON error body instead, FHIR routes nothing (their validation errors are a
+    documented 400 OperationOutcome). A JSON route with a request body also answers 400 when the
+    body is not JSON at all, and 413 (from the middleware) when it is too large."""
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            content = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == _VALIDATION_ERROR_REF:
+                if path.startswith("/fhir"):
+                    del responses["422"]
+                else:
+                    responses["422"]["description"] = "Invalid fields or a broken business rule"
+                    content["schema"] = error_body
+            if "requestBody" in operation and not path.startswith("/fhir"):
+                for code, description in _BODY_ERRORS.items():
+                    responses.setdefault(
+                        code,
+                        {
+                            "description": description,
+                            "content": {"application/json": {"schema": error_body}},
+                        },
+                    )
+    components = schema.get("components", {}).get("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    return schema
 
 
 def install(app: FastAPI) -> None:

@@ -50,18 +50,30 @@ DMS_REFERRAL: dict[str, Any] = {
 }
 
 
+_DESCRIBED = {
+    400: "Malformed request",
+    401: "Missing, invalid or expired bearer token",
+    403: "The caller's role or organisation may not do this",
+    404: "Not found, or not visible to the caller",
+    409: "Conflict with the current state or a duplicate request",
+    412: "The referral changed since the version sent (stale If-Match or version)",
+    413: "Request body too large",
+    422: "Invalid fields or a broken business rule",
+    428: "Send If-Match or a version field",
+    429: "Too many requests from this client this minute: wait for Retry-After seconds",
+}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses entries for the listed error status codes (JSON error body)."""
-    described = {
-        400: "Malformed request",
-        401: "Missing, invalid or expired bearer token",
-        403: "The caller's role or organisation may not do this",
-        404: "Not found, or not visible to the caller",
-        409: "Conflict with the current state or a duplicate request",
-        412: "The referral changed since the version sent (stale If-Match or version)",
-        413: "Request body too large",
-        422: "Invalid fields or a broken business rule",
-        428: "Send If-Match or a version field",
-        429: "Too many requests from this client this minute: wait for Retry-After seconds",
+    return {code: {"model": ErrorBody, "description": _DESCRIBED[code]} for code in codes}
+
+
+def json_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The same for a JSON route whose success response is FHIR: FastAPI would file a `model` under
+    the route's media type (application/fhir+json), so name application/json explicitly."""
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        code: {"description": _DESCRIBED[code], "content": {"application/json": {"schema": schema}}}
+        for code in codes
     }
-    return {code: {"model": ErrorBody, "description": described[code]} for code in codes}

@@ -3,7 +3,6 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
-from pydantic import AwareDatetime
 
 from app.auth.deps import PatientDataReader, Pharmacy, Referrer
 from app.core.config import settings
@@ -23,6 +22,7 @@ from app.models.referral import (
     ReferralPublic,
     ReferralsPublic,
 )
+from app.models.types import IsoDateTime
 from app.routers.deps import AuditedReferral, ReadAudit, VisibleReferral, etag, expected_version
 from app.routers.examples import BP_REFERRAL, DMS_REFERRAL, JSON_REFERRAL, error_responses
 from app.services import lifecycle
@@ -81,7 +81,7 @@ def read_referrals(
     status: ReferralStatus | None = None,
     service: Service | None = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Only referrals made at or after this instant")
+        IsoDateTime | None, Query(description="Only referrals made at or after this instant")
     ] = None,
     due: Annotated[
         DueState | None,

@@ -48,11 +48,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.core.config import settings
-from app.core.errors import Conflict, Issue, NotFound, Unprocessable
+from app.core.errors import Conflict, Forbidden, Issue, NotFound, Unprocessable
 from app.db.base import utc_now
 from app.models.delivery import DeliveryStatus, Endpoint, MessageFormat, OutboxMessage
 from app.models.enums import Role
 from app.models.user import User
+from app.services import organisations as organisation_service
 
 logger = logging.getLogger("pharmref.delivery")
 
@@ -445,6 +446,9 @@ def register_endpoint(
             "Endpoints must use https (plain http only to loopback, for local testing).",
             issues=[Issue("business-rule", "Insecure endpoint URL.", "url")],
         )
+    organisation = organisation_service.get_organisation(session=session, ods_code=caller.org)
+    if organisation is None or not organisation.active:
+        raise Forbidden("The caller's organisation is not an active directory entry.")
     endpoint = Endpoint(org_ods=caller.org, url=url, format=fmt, secret=secret)
     session.add(endpoint)
     session.commit()
