@@ -91,6 +91,16 @@ GET    /fhir/Task                                 401  200 200    200-   200 200
 GET    /fhir/Organization/{ods}                   401  200 200    200    200 200    200 200    200 200     200 200     200 200
 GET    /fhir/Organization                         401  200 200    200    200 200    200 200    200 200     200 200     200 200
 GET    /fhir/Bundle/{bundle_id}                   401  200 200    404    200 404    200 404    200 404     403 403     200 200
+GET    /metrics                                   200  200 200    200    200 200    200 200    200 200     200 200     200 200
+GET    /api/v1/audit/reads                        401  403 403    403    403 403    403 403    403 403     403 403     200 200
+GET    /api/v1/stats/uptake                       401  403 403    403    403 403    403 403    403 403     200 403     200 200
+GET    /api/v1/stats/practices-without-referrals  401  403 403    403    403 403    403 403    403 403     200 403     200 200
+GET    /api/v1/stats/concentration                401  403 403    403    403 403    403 403    403 403     200 403     200 200
+GET    /api/v1/stats/month-on-month               401  403 403    403    403 403    403 403    403 403     200 403     200 200
+GET    /api/v1/stats/blood-pressure               401  403 403    403    403 403    403 403    403 403     200 403     200 200
+GET    /api/v1/stats/dms                          401  403 403    403    403 403    403 403    403 403     200 403     200 200
+GET    /fhir/Composition                          401  200 200    200-   200 200-   200 200-   200 200-    403 403     200 200
+GET    /fhir/Composition/{composition_id}         401  200 200    404    200 404    200 404    200 404     403 403     200 200
 """
 
 PRACTICE = caller(Role.GP_PRACTICE, "A81001")
@@ -364,6 +374,30 @@ ROWS: dict[str, Row] = {
     "GET /fhir/Organization": _get(
         "/fhir/Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|FA001"
     ),
+    "GET /metrics": _get("/metrics"),
+    "GET /api/v1/audit/reads": _get("/api/v1/audit/reads"),
+    "GET /api/v1/stats/uptake": _get("/api/v1/stats/uptake?from=2026-01-01&to=2026-06-30"),
+    "GET /api/v1/stats/practices-without-referrals": _get(
+        "/api/v1/stats/practices-without-referrals?from=2026-01-01&to=2026-06-30&service=pharmacy-first"
+    ),
+    "GET /api/v1/stats/concentration": _get(
+        "/api/v1/stats/concentration?from=2026-01-01&to=2026-06-30"
+    ),
+    "GET /api/v1/stats/month-on-month": _get(
+        "/api/v1/stats/month-on-month?from=2026-01-01&to=2026-06-30"
+    ),
+    "GET /api/v1/stats/blood-pressure": _get(
+        "/api/v1/stats/blood-pressure?from=2026-01-01&to=2026-06-30"
+    ),
+    "GET /api/v1/stats/dms": _get("/api/v1/stats/dms?from=2026-01-01&to=2026-06-30"),
+    "GET /fhir/Composition": Row(
+        lambda _cell: Call("GET", "/fhir/Composition?_count=200"),
+        lambda body, cell: cell.consultation_id in _ids(body),
+        given=lambda cell: cell.consultation_id,
+    ),
+    "GET /fhir/Composition/{composition_id}": Row(
+        lambda cell: Call("GET", f"/fhir/Composition/{cell.consultation_id}")
+    ),
     "GET /fhir/Bundle/{bundle_id}": Row(
         lambda cell: Call("GET", f"/fhir/Bundle/{cell.consultation_id}")
     ),
@@ -371,11 +405,14 @@ ROWS: dict[str, Row] = {
 
 
 def app_endpoints() -> set[str]:
+    """Every bearer-token endpoint. The dashboard's pages (/dashboard...) take no bearer token at
+    all: they sign in by cookie, and tests/routers/test_dashboard_auth.py is their matrix (every
+    forged, expired and wrong-role token refused; the cookie refused by /api and /fhir)."""
     return {
         f"{method} {route.path}"
         for route in iter_route_contexts(app.routes)
         for method in route.methods or ()
-        if method != "HEAD"
+        if method != "HEAD" and not route.path.startswith("/dashboard")
     }
 
 
