@@ -412,7 +412,7 @@ def app_endpoints() -> set[str]:
         f"{method} {route.path}"
         for route in iter_route_contexts(app.routes)
         for method in route.methods or ()
-        if method != "HEAD" and not route.path.startswith("/dashboard")
+        if method != "HEAD" and not (route.path or "").startswith("/dashboard")
     }
 
 
