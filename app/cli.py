@@ -87,6 +87,7 @@ def _seed_demo(args: argparse.Namespace) -> None:
             referrals=args.referrals,
             months=args.months,
             seed=args.seed,
+            lean=args.lean,
             progress=_progress(args.referrals),
         )
     print(history)
@@ -232,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument("--months", type=_positive_count, default=12, help="months of history")
     seed.add_argument("--seed", type=int, default=1, help="random seed (same seed, same data)")
+    seed.add_argument(
+        "--lean",
+        action="store_true",
+        help="only what the statistics read: referrals, acceptances, BP and DMS consultations",
+    )
     seed.set_defaults(func=_seed_demo)
 
     rollups = commands.add_parser("rollups", help="maintain the uptake statistics rollups")

@@ -33,10 +33,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Table, func, select, text
@@ -53,6 +54,8 @@ from app.services import clinical_rules as rules
 from app.services import rollup_rebuild
 from app.services.references import REFERENCE_PREFIX
 from app.services.rollups import LONDON
+
+_T = TypeVar("_T")
 
 DEFAULT_MONTHS = 12
 # Above this many referrals, PostgreSQL loads without the secondary indexes and foreign keys of
@@ -333,12 +336,14 @@ class HistorySummary:
     first_day: date
     last_day: date
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     def __str__(self) -> str:
+        phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases.items())
         return (
             f"history: {self.referrals} referrals ({self.first_day} to {self.last_day}), "
             f"{self.events} events, {self.consultations} consultations, "
-            f"{self.rollup_rows} rollup rows, in {self.seconds:.1f} s"
+            f"{self.rollup_rows} rollup rows, in {self.seconds:.1f} s ({phases})"
         )
 
 
@@ -702,11 +707,14 @@ class _Simulator:
     (ids, references, patients, dates as text, ...) are overridden by `_Recorder`, which plays a
     referral once with placeholders so that it can be replayed at any time (`_Prototype`)."""
 
-    def __init__(self, *, rng: random.Random, directory: _Directory, now: int) -> None:
+    def __init__(
+        self, *, rng: random.Random, directory: _Directory, now: int, lean: bool = False
+    ) -> None:
         self.rng = rng
+        self.lean = lean
         # ids come from the system's randomness: the same seed gives the same history, and
         # seeding twice never repeats an id
-        self.id_rng = random.SystemRandom()
+        self.id_rng = random.Random()
         self.directory = directory
         self.now = now
         self.number = 0
@@ -819,6 +827,8 @@ class _Simulator:
         detail: dict[str, Any] | None,
         at: int,
     ) -> None:
+        if self.lean and action != "accepted":
+            return
         subject, org, role = actor
         self.batch.events.append(
             (referral_id, action, from_status, to_status, version, subject, org, role, notify, detail, at)
@@ -1056,7 +1066,7 @@ class _Simulator:
             done = life.step(at, "completed", "completed", actor, detail)
         else:
             done = life.step(at, "consultation-recorded", "accepted", actor, detail)
-        if done:
+        if done and not (self.lean and life.ref["service"] in _UNCOUNTED):
             ref = life.ref
             self.batch.consultations.append(
                 (consultation_id, ref["id"], ref["service"], stage, outcome, record["clinician_name"],
@@ -1260,6 +1270,8 @@ def _abpm_due(fitted_at: int) -> int:
     return int(end_of_day.timestamp()) + settings.abpm_return_days * DAY_SECONDS
 
 
+# Services whose consultations add to no statistics counter (left out of a lean history).
+_UNCOUNTED = frozenset({PF.value, PC.value})
 _CLINICIANS: dict[ReferralSource, tuple[str, ...]] = {
     GP: GP_CLINICIANS,
     NHS111: NHS111_CLINICIANS,
@@ -1337,8 +1349,8 @@ class _Recorder(_Simulator):
     """Plays one referral per call from `_T0` with nothing cut off, writing placeholders where a
     replay needs its own values."""
 
-    def __init__(self, *, rng: random.Random, directory: _Directory) -> None:
-        super().__init__(rng=rng, directory=directory, now=_T0 + 10 * 366 * DAY_SECONDS)
+    def __init__(self, *, rng: random.Random, directory: _Directory, lean: bool) -> None:
+        super().__init__(rng=rng, directory=directory, now=_T0 + 10 * 366 * DAY_SECONDS, lean=lean)
         self.ids = 0
         self.references = 0
         self.last_patient: tuple[int, bool, bool] = (0, False, False)
@@ -1426,8 +1438,9 @@ class _Recorder(_Simulator):
             + [ref["overdue_at"] or _T0 for ref in batch.referrals]
             + [row[-1] for row in batch.events]
             + [row[-1] for row in batch.consultations]
+            + [ref["created_at"] for ref in batch.referrals]
         )
-        forwarded = [e for e in batch.events if e[1] == "forwarded"]
+        forwarded = [ref["created_at"] for ref in batch.referrals[1:]]
         age, female, has_nhs_number = self.last_patient
         offsets = _offsets(names)
         return _Prototype(
@@ -1437,7 +1450,7 @@ class _Recorder(_Simulator):
             age=age,
             has_nhs_number=has_nhs_number,
             has_practice=practice is not None,
-            forward_offset=forwarded[0][-1] - _T0 if forwarded else None,
+            forward_offset=forwarded[0] - _T0 if forwarded else None,
             referrals=templates[0],
             events=templates[1],
             consultations=templates[2],
@@ -1503,10 +1516,14 @@ def _offsets(names: set[str]) -> dict[str, list[tuple[str, int]]]:
 
 
 def _prototypes(
-    rng: random.Random, directory: _Directory, streams: list[tuple[_Stream, float]], count: int
+    rng: random.Random,
+    directory: _Directory,
+    streams: list[tuple[_Stream, float]],
+    count: int,
+    lean: bool,
 ) -> dict[_Stream, list[_Prototype]]:
     """About `count` recorded lives, shared among the streams by their weight."""
-    recorder = _Recorder(rng=rng, directory=directory)
+    recorder = _Recorder(rng=rng, directory=directory, lean=lean)
     total = sum(weight for _, weight in streams)
     return {
         stream: [recorder.record(stream) for _ in range(max(8, round(count * weight / total)))]
@@ -1686,15 +1703,16 @@ def _rows(
 
 
 _DAY_TEXT: dict[int, str] = {}
+_TIME_TEXT = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(DAY_SECONDS)]
 
 
 def _pg_instant(at: int) -> str:
+    """COPY text for a Unix time (whole seconds, UTC)."""
     days, seconds = divmod(at, DAY_SECONDS)
     prefix = _DAY_TEXT.get(days)
     if prefix is None:
-        prefix = _DAY_TEXT[days] = (date(1970, 1, 1) + timedelta(days=days)).isoformat()
-    hours, rest = divmod(seconds, HOUR)
-    return f"{prefix} {hours:02d}:{rest // 60:02d}:{rest % 60:02d}+00"
+        prefix = _DAY_TEXT[days] = (date(1970, 1, 1) + timedelta(days=days)).isoformat() + " "
+    return prefix + _TIME_TEXT[seconds]
 
 
 def _json_text(value: Any) -> str:
@@ -1766,15 +1784,19 @@ def _python_value(name: str) -> Callable[[Any], Any]:
 
 
 @contextmanager
-def _without_indexes(session: Session) -> Iterator[None]:
-    """PostgreSQL: drop the three tables' secondary indexes, unique constraints and foreign keys
-    (not their primary keys) for a bulk load and build them again afterwards, in the same
-    transaction (so a failure leaves everything as it was)."""
+def _without_indexes(session: Session, phases: dict[str, float]) -> Iterator[None]:
+    """PostgreSQL: drop the three tables' indexes and constraints (and foreign keys elsewhere
+    that point at them) for a bulk load, and build them again afterwards, in the same transaction
+    (so a failure leaves everything as it was). Building an index once from sorted data is much
+    cheaper than maintaining it row by row, above all for random UUID keys."""
     tables = [table for table, _ in _TABLES]
+    # foreign keys first, then unique constraints, then primary keys; put back in reverse
     constraints = session.execute(
         text(
             "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid::regclass::text = ANY(:tables) AND contype IN ('f', 'u') ORDER BY contype"
+            "WHERE contype IN ('f', 'u', 'p') AND (conrelid::regclass::text = ANY(:tables) "
+            "OR (contype = 'f' AND confrelid::regclass::text = ANY(:tables))) "
+            "ORDER BY CASE contype WHEN 'f' THEN 0 WHEN 'u' THEN 1 ELSE 2 END, 1, 2"
         ),
         {"tables": tables},
     ).all()
@@ -1782,7 +1804,8 @@ def _without_indexes(session: Session) -> Iterator[None]:
         text(
             "SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = current_schema() "
             "AND tablename = ANY(:tables) "
-            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname) "
+            "ORDER BY 1"
         ),
         {"tables": tables},
     ).all()
@@ -1791,11 +1814,17 @@ def _without_indexes(session: Session) -> Iterator[None]:
     for name, _ in indexes:
         session.execute(text(f'DROP INDEX "{name}"'))
     yield
-    session.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+    began = time.perf_counter()
+    session.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+    for table, name, definition in reversed(constraints):
+        if not definition.startswith("FOREIGN KEY"):
+            session.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
     for _, definition in indexes:
         session.execute(text(definition))
     for table, name, definition in reversed(constraints):
-        session.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
+        if definition.startswith("FOREIGN KEY"):
+            session.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
+    phases["indexes"] = time.perf_counter() - began
 
 
 def seed_history(
@@ -1805,10 +1834,13 @@ def seed_history(
     months: int = DEFAULT_MONTHS,
     seed: int = 1,
     now: datetime | None = None,
+    lean: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> HistorySummary:
     """Add `referrals` synthetic referrals made over the last `months` months (with their events
-    and consultations), then rebuild the rollups; one transaction, committed at the end."""
+    and consultations), then rebuild the rollups; one transaction, committed at the end. A lean
+    history keeps only what the statistics read: referrals, acceptance events, and blood pressure
+    and DMS consultations."""
     if referrals < 0 or months < 1:
         raise ValueError("referrals must be 0 or more and months 1 or more")
     began = time.perf_counter()
@@ -1819,40 +1851,47 @@ def seed_history(
     directory = _load_directory(session, rng, first_day)
     streams = _streams(directory)
     calendar = _Calendar(first_day, last_day, streams)
-    sim = _Simulator(rng=rng, directory=directory, now=int(end.timestamp()))
+    sim = _Simulator(rng=rng, directory=directory, now=int(end.timestamp()), lean=lean)
     sim.number = session.execute(
         select(func.count()).select_from(Referral.__table__)  # type: ignore[attr-defined]
     ).scalar_one()
     postgres = session.connection().dialect.name == "postgresql"
+    phases: dict[str, float] = {"directory": time.perf_counter() - began}
+    clock = time.perf_counter()
     replayer = (
         _Replayer(
             sim=sim,
             calendar=calendar,
             prototypes=_prototypes(
-                rng, directory, streams, min(max(referrals // 20, 2_000), 20_000)
+                rng, directory, streams, min(max(referrals // 20, 2_000), 20_000), lean
             ),
         )
         if postgres
         else None
     )
+    if replayer is not None:
+        phases["recording"] = time.perf_counter() - clock
     totals = [0, 0, 0]
-    with _without_indexes(session) if postgres and referrals >= BULK_THRESHOLD else nullcontext():
-        while totals[0] < referrals:
-            wanted = min(BATCH, referrals - totals[0])
-            if replayer is not None:
-                texts, counts = replayer.batch(wanted)
+    clock = time.perf_counter()
+    bulk = postgres and referrals >= BULK_THRESHOLD
+    with _without_indexes(session, phases) if bulk else nullcontext():
+        if replayer is not None:
+            for texts, counts in _ahead(_replayed(replayer, referrals)):
                 for (table, columns), text_rows in zip(_TABLES, texts, strict=True):
                     _copy(session, table, columns, text_rows)
-            else:
-                counts = _insert(session, sim.referrals(calendar, wanted))
-            if not counts[0]:
-                raise ValueError("No pharmacy in the directory provides a service in the period.")
-            totals = [a + b for a, b in zip(totals, counts, strict=True)]
-            if progress is not None:
-                progress(totals[0])
+                _add(totals, counts, progress)
+        else:
+            while totals[0] < referrals:
+                batch = sim.referrals(calendar, min(BATCH, referrals - totals[0]))
+                _add(totals, _insert(session, batch), progress)
+        phases["rows"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     if postgres:
         session.execute(text("ANALYZE referral, referral_event, consultation"))
+        phases["analyze"] = time.perf_counter() - clock
+        clock = time.perf_counter()
     rollup_rows = rollup_rebuild.rebuild_rollups(session=session)
+    phases["rollups"] = time.perf_counter() - clock
     return HistorySummary(
         referrals=totals[0],
         events=totals[1],
@@ -1861,7 +1900,41 @@ def seed_history(
         first_day=first_day,
         last_day=last_day,
         seconds=time.perf_counter() - began,
+        phases=phases,
     )
+
+
+def _add(
+    totals: list[int], counts: tuple[int, int, int], progress: Callable[[int], None] | None
+) -> None:
+    if not counts[0]:
+        raise ValueError("No pharmacy in the directory provides a service in the period.")
+    for index, count in enumerate(counts):
+        totals[index] += count
+    if progress is not None:
+        progress(totals[0])
+
+
+def _replayed(
+    replayer: "_Replayer", referrals: int
+) -> Iterator[tuple[list[str], tuple[int, int, int]]]:
+    made = 0
+    while made < referrals:
+        texts, counts = replayer.batch(min(BATCH, referrals - made))
+        if not counts[0]:
+            raise ValueError("No pharmacy in the directory provides a service in the period.")
+        made += counts[0]
+        yield texts, counts
+
+
+def _ahead(items: Iterator[_T]) -> Iterator[_T]:
+    """Produce the next item in a worker thread while the caller uses this one: the COPY of one
+    batch (PostgreSQL's work) overlaps the making of the next (Python's)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
 
 
 def _months_before(day: date, months: int) -> date:

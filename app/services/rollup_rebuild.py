@@ -24,7 +24,6 @@ the day rows summed by calendar month. PostgreSQL computes local dates with `AT 
 SQLite, which has no time zones, calls two small Python functions registered on the connection.
 """
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -312,35 +311,39 @@ def day_rows(dialect: str) -> Select[Any]:
     ).select_from(joined)
 
 
-def _month_rows(dialect: str, target: Table) -> Select[Any]:
-    """Month rows summed from the day rows already in `target`."""
-    keys = [target.c[name] for name in KEY_COLUMNS if name not in ("grain", "period_start")]
-    month = _month_start(dialect, target.c.period_start)
+def _month_rows(dialect: str, days: Table) -> Select[Any]:
+    """Month rows: the day rows (in `days`) summed by calendar month."""
+    keys = [days.c[name] for name in KEY_COLUMNS if name not in ("grain", "period_start")]
+    month = _month_start(dialect, days.c.period_start)
     additive = (*_SUMMED, "completion_hours_sum")
     return (
         select(
             literal(MONTH).label("grain"),
             month.label("period_start"),
             *keys,
-            *(func.sum(target.c[name]).label(name) for name in additive),
+            *(func.sum(days.c[name]).label(name) for name in additive),
         )
-        .where(target.c.grain == DAY)
+        .where(days.c.grain == DAY)
         .group_by(month, *keys)
     )
 
 
-def _column_names(query: Select[Any]) -> Sequence[str]:
-    return [column.name for column in query.selected_columns]
-
-
 def aggregate_into(*, session: Session, target: Table) -> None:
-    """Insert the direct aggregate (day rows, then month rows) into `target`, a table shaped like
-    `uptake_rollup` (the table itself, emptied, or a scratch copy); flush only."""
+    """Insert the direct aggregate into `target`, a table shaped like `uptake_rollup` (the table
+    itself, emptied, or a scratch copy): the day rows, then the month rows summed from them;
+    flush only."""
     dialect = _prepare(session)
+    if dialect == "postgresql":
+        session.execute(text("SET LOCAL work_mem = '256MB'"))
+        session.execute(text("SET LOCAL jit = off"))  # compiling costs more than it saves here
     days = day_rows(dialect)
-    session.execute(target.insert().from_select(_column_names(days), days))
+    session.execute(
+        target.insert().from_select([column.name for column in days.selected_columns], days)
+    )
     months = _month_rows(dialect, target)
-    session.execute(target.insert().from_select(_column_names(months), months))
+    session.execute(
+        target.insert().from_select([column.name for column in months.selected_columns], months)
+    )
 
 
 def rollups_missing(*, session: Session) -> bool:
@@ -354,16 +357,20 @@ def rebuild_rollups(*, session: Session) -> int:
     """Replace the whole uptake_rollup table with the direct aggregate, in one transaction.
     Returns the number of rows written.
 
-    On PostgreSQL the table is locked against writers first (readers carry on with the old rows
-    until the commit). A referral change that commits its rollup upsert before the lock is in the
-    aggregate; one that tries after waits for the rebuild and then adds itself: none is lost or
-    counted twice, because every change writes its rollup rows last, just before it commits."""
+    On PostgreSQL the table is locked first and emptied with TRUNCATE (refilling a table whose
+    deleted rows carry the same keys is several times slower): statistics requests and referral
+    changes wait for the rebuild to commit. A change that wrote its rollup rows before the lock is
+    in the aggregate; one that comes after waits, then adds itself: none is lost or counted twice,
+    because every change writes its rollup rows last, just before it commits."""
     dialect = _prepare(session)
     if dialect == "postgresql":
-        session.execute(text("LOCK TABLE uptake_rollup IN EXCLUSIVE MODE"))
-        session.execute(text("SET LOCAL work_mem = '256MB'"))
-    session.execute(delete(ROLLUP))
+        session.execute(text("LOCK TABLE uptake_rollup IN ACCESS EXCLUSIVE MODE"))
+        session.execute(text("TRUNCATE uptake_rollup"))
+    else:
+        session.execute(delete(ROLLUP))
     aggregate_into(session=session, target=ROLLUP)
     written = session.execute(select(func.count()).select_from(ROLLUP)).scalar_one()
+    if dialect == "postgresql":
+        session.execute(text("ANALYZE uptake_rollup"))
     session.commit()
     return int(written)

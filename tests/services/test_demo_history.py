@@ -36,10 +36,12 @@ class Seeded:
     consultations: dict[Any, list[Consultation]]
 
 
-def seed(session: Session, *, referrals: int, months: int, seed: int = 7) -> Seeded:
+def seed(
+    session: Session, *, referrals: int, months: int, seed: int = 7, lean: bool = False
+) -> Seeded:
     before = set(session.exec(select(Referral.id)).all())
     summary = demo_history.seed_history(
-        session=session, referrals=referrals, months=months, seed=seed, now=NOW
+        session=session, referrals=referrals, months=months, seed=seed, now=NOW, lean=lean
     )
     made = [r for r in session.exec(select(Referral)).all() if r.id not in before]
     ids = [r.id for r in made]
@@ -248,6 +250,20 @@ def test_seeding_builds_the_rollups(session: Session) -> None:
     )
     assert made == sum(1 for r in seeded.referrals if r.forwarded_from_id is None)
     assert differences(delta(direct_figures(session), before), changed) == []
+
+
+def test_a_lean_history_has_the_same_statistics(session: Session) -> None:
+    before = figures(session)
+    seed(session, referrals=300, months=2, seed=9)
+    full = figures(session)
+    lean = seed(session, referrals=300, months=2, seed=9, lean=True)
+
+    assert differences(delta(figures(session), full), delta(full, before)) == []
+    assert {e.action for events in lean.events.values() for e in events} == {"accepted"}
+    assert {c.service for cs in lean.consultations.values() for c in cs} == {
+        Service.BLOOD_PRESSURE,
+        Service.DMS,
+    }
 
 
 def test_seeding_is_repeatable(session: Session) -> None:
