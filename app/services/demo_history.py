@@ -40,14 +40,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.core.config import settings
 from app.db.base import utc_now
-from app.models.consultation import Consultation
 from app.models.enums import OrgKind, Pathway, ReferralSource, Role, Service
-from app.models.event import ReferralEvent
 from app.models.organisation import ListSize, Organisation, PharmacyService
 from app.models.referral import Referral
 from app.services import clinical_rules as rules
@@ -1471,9 +1469,13 @@ def _recording_formatters(columns: Sequence[str]) -> list[Callable[[Any], str]]:
     """COPY text for a recorded row: instants and ids become placeholders."""
 
     def instant(value: Any) -> str:
+        if value is None:
+            return "\\N"
         return value if isinstance(value, str) else _slot(_offset_name("t", value))
 
     def row_id(value: Any) -> str:
+        if value is None:
+            return "\\N"
         return value if isinstance(value, str) else _slot(f"x{value}")
 
     formatters = _pg_formatters(columns)
@@ -1487,9 +1489,7 @@ def _recording_formatters(columns: Sequence[str]) -> list[Callable[[Any], str]]:
 
 def _copy_text(rows: list[tuple[Any, ...]], formatters: list[Callable[[Any], str]]) -> str:
     return "".join(
-        "\t".join(["\\N" if v is None else f(v) for f, v in zip(formatters, row, strict=True)])
-        + "\n"
-        for row in rows
+        "\t".join([f(v) for f, v in zip(formatters, row, strict=True)]) + "\n" for row in rows
     )
 
 
@@ -1721,20 +1721,25 @@ def _json_text(value: Any) -> str:
 
 def _pg_formatters(columns: Sequence[str]) -> list[Callable[[Any], str]]:
     """COPY text per column (no value the generator makes holds a tab, newline or backslash,
-    except JSON, whose backslashes are escaped)."""
+    except JSON, whose backslashes are escaped). None is NULL, except in JSON columns: JSON null,
+    as SQLAlchemy's JSON type stores None."""
     formatters: list[Callable[[Any], str]] = []
     for name in columns:
         if name in UUID_COLUMNS:
-            formatters.append(lambda v: f"{v:032x}")
+            formatters.append(_nullable(lambda v: f"{v:032x}"))
         elif name in INSTANT_COLUMNS:
-            formatters.append(_pg_instant)
+            formatters.append(_nullable(_pg_instant))
         elif name in JSON_COLUMNS:
             formatters.append(_json_text)
         elif name in BOOL_COLUMNS:
             formatters.append(lambda v: "t" if v else "f")
         else:
-            formatters.append(str)
+            formatters.append(_nullable(str))
     return formatters
+
+
+def _nullable(format_value: Callable[[Any], str]) -> Callable[[Any], str]:
+    return lambda v: "\\N" if v is None else format_value(v)
 
 
 def _copy(session: Session, table: str, columns: Sequence[str], text_rows: str) -> None:
@@ -1756,31 +1761,37 @@ _TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def _insert(session: Session, batch: Batch) -> tuple[int, int, int]:
-    """SQLite: batched executemany through SQLAlchemy, so values are stored as the ORM stores them."""
-    tables: dict[str, Table] = {
-        "referral": Referral.__table__,  # type: ignore[attr-defined]
-        "referral_event": ReferralEvent.__table__,  # type: ignore[attr-defined]
-        "consultation": Consultation.__table__,  # type: ignore[attr-defined]
-    }
+    """SQLite: executemany of values in the forms SQLAlchemy stores them in (UUIDs as 32 hex
+    digits, instants as UTC text with microseconds, JSON as text, JSON null for None)."""
+    connection = session.connection()
     counts = []
     for (table, columns), rows in zip(_TABLES, _rows(batch), strict=True):
-        convert = [_python_value(name) for name in columns]
-        values = [
-            {n: None if v is None else c(v) for n, c, v in zip(columns, convert, row, strict=True)}
-            for row in rows
-        ]
+        formats = [_sqlite_value(name) for name in columns]
+        values = [tuple(f(v) for f, v in zip(formats, row, strict=True)) for row in rows]
         if values:
-            session.execute(tables[table].insert(), values)
+            connection.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)})",
+                values,
+            )
         counts.append(len(values))
     return counts[0], counts[1], counts[2]
 
 
-def _python_value(name: str) -> Callable[[Any], Any]:
+def _sqlite_value(name: str) -> Callable[[Any], Any]:
     if name in UUID_COLUMNS:
-        return lambda v: uuid.UUID(int=v)
+        return lambda v: None if v is None else f"{v:032x}"
     if name in INSTANT_COLUMNS:
-        return lambda v: datetime.fromtimestamp(v, UTC)
-    return lambda v: v
+        return lambda v: None if v is None else _sqlite_instant(v)
+    if name in JSON_COLUMNS:
+        return lambda v: orjson.dumps(v).decode()
+    if name in BOOL_COLUMNS:
+        return lambda v: 1 if v else 0
+    return lambda v: None if v is None else str(v) if isinstance(v, date) else v
+
+
+def _sqlite_instant(at: int) -> str:
+    return _pg_instant(at)[:-3] + ".000000"
 
 
 @contextmanager
