@@ -1,9 +1,11 @@
-"""The `pharmref` command: serve, migrate, seed-demo, import-directory, token, sweep, export-openapi."""
+"""The `pharmref` command: serve, migrate, seed-demo, import-directory, token, sweep, rollups,
+export-openapi."""
 
 import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from app.core.config import settings
@@ -54,10 +56,19 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _migrate(_args: argparse.Namespace) -> None:
+    from sqlmodel import Session
+
     from app.db import migrations
+    from app.db.session import engine
+    from app.services import rollup_rebuild
 
     migrations.upgrade(settings.database_url)
     print("database at the latest migration")
+    with Session(engine) as session:
+        if rollup_rebuild.rollups_missing(session=session):
+            # upgraded from before the rollups existed: fill them once from the referrals
+            rows = rollup_rebuild.rebuild_rollups(session=session)
+            print(f"uptake rollups built from the existing referrals: {rows} rows")
 
 
 def _import_directory(args: argparse.Namespace) -> None:
@@ -76,16 +87,58 @@ def _import_directory(args: argparse.Namespace) -> None:
     print(summary)
 
 
-def _seed_demo(_args: argparse.Namespace) -> None:
-    from sqlmodel import Session
+def _seed_demo(args: argparse.Namespace) -> None:
+    from sqlmodel import Session, func, select
 
     from app.db.session import engine
+    from app.models.referral import Referral
+    from app.services import demo_history
     from app.services.demo_directory import demo_directory_path
     from app.services.directory_import import import_directory
 
     with Session(engine) as session:
         summary = import_directory(session=session, directory=demo_directory_path())
     print(summary)
+    if not args.referrals:
+        return
+    with Session(engine) as session:
+        if session.exec(select(func.count()).select_from(Referral)).one():
+            # synthetic history never goes into a database that holds referrals already
+            print("history: skipped, the database already has referrals")
+            return
+        history = demo_history.seed_history(
+            session=session,
+            referrals=args.referrals,
+            months=args.months,
+            seed=args.seed,
+            lean=args.lean,
+            progress=_progress(args.referrals),
+        )
+    print(history)
+
+
+def _progress(total: int) -> Callable[[int], None]:
+    step = max(total // 10, 1)
+    reported = [0]
+
+    def report(done: int) -> None:
+        if done - reported[0] >= step and done < total:
+            reported[0] = done
+            print(f"  {done} of {total} referrals", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _rollups(args: argparse.Namespace) -> None:
+    from sqlmodel import Session
+
+    from app.db.session import engine
+    from app.services import rollup_rebuild
+
+    assert args.action == "rebuild"
+    with Session(engine) as session:
+        rows = rollup_rebuild.rebuild_rollups(session=session)
+    print(f"uptake rollups rebuilt: {rows} rows")
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -129,6 +182,20 @@ def _positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be a number of seconds above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -186,9 +253,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between polls when idle (default: PHARMREF_DELIVERY_POLL_INTERVAL_SECONDS)",
     )
     worker.set_defaults(func=_worker)
-    commands.add_parser("seed-demo", help="load the demo ICB directory").set_defaults(
-        func=_seed_demo
+    seed = commands.add_parser(
+        "seed-demo",
+        help="load the demo ICB directory and, with --referrals, synthetic referral history",
     )
+    seed.add_argument(
+        "--referrals",
+        type=_count,
+        default=0,
+        help="synthetic referrals to generate (only into a database without referrals)",
+    )
+    seed.add_argument("--months", type=_positive_count, default=12, help="months of history")
+    seed.add_argument("--seed", type=int, default=1, help="random seed (same seed, same data)")
+    seed.add_argument(
+        "--lean",
+        action="store_true",
+        help="only what the statistics read: referrals, acceptances, BP and DMS consultations",
+    )
+    seed.set_defaults(func=_seed_demo)
+
+    rollups = commands.add_parser("rollups", help="maintain the uptake statistics rollups")
+    rollups.add_argument(
+        "action",
+        choices=["rebuild"],
+        help="rebuild: recompute every rollup row from the referrals, events and consultations",
+    )
+    rollups.set_defaults(func=_rollups)
 
     importer = commands.add_parser(
         "import-directory", help="import directory CSV files from a folder"
