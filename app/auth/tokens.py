@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jose import jwt
+from jose import jwk, jwt
 from jose.exceptions import JOSEError
 from pydantic import ValidationError
 
@@ -95,8 +95,16 @@ def _key_for(header: dict[str, Any]) -> Any:
     return matching[0]
 
 
+@lru_cache(maxsize=4)
+def _signing_key(algorithm: str) -> Any:
+    # Parsed once: loading an RSA private key (with its consistency checks) costs ~40 ms.
+    ensure_local_key_pair()
+    return jwk.construct(_private_key_path().read_text(), algorithm)
+
+
 def reset_key_cache() -> None:
     _verification_key.cache_clear()
+    _signing_key.cache_clear()
 
 
 def create_access_token(
@@ -123,8 +131,7 @@ def create_access_token(
     claims.update(extra or {})
     algorithm = settings.jwt_algorithms[0]
     if algorithm in _ASYMMETRIC:
-        ensure_local_key_pair()
-        return jwt.encode(claims, _private_key_path().read_text(), algorithm=algorithm)
+        return jwt.encode(claims, _signing_key(algorithm), algorithm=algorithm)
     if settings.jwt_hs256_secret is None:
         raise RuntimeError("HS256 configured without PHARMREF_JWT_HS256_SECRET")
     return jwt.encode(claims, settings.jwt_hs256_secret.get_secret_value(), algorithm=algorithm)

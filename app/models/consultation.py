@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel
 from app.db.base import UTCDateTime, enum_column, utc_now
 from app.models.enums import ContraceptiveType, Pathway, Service
 from app.models.referral import LongText, ShortText
-from app.models.types import DmdCode, IsoDate, IsoDateTime
+from app.models.types import DmdCode, IsoDate, IsoDateTime, Version
 from app.services.validation import check_no_nul
 
 Note500 = Annotated[
@@ -71,7 +71,7 @@ class OverrideIn(BaseModel):
 class _ConsultationBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = PydanticField(default=None, ge=1, description="Or send If-Match")
+    version: Version | None = PydanticField(default=None, description="Or send If-Match")
     clinician_name: ShortText
     gphc_number: GphcNumber
     consulted_at: IsoDateTime | None = None

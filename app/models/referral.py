@@ -20,7 +20,7 @@ from app.models.enums import (
     Service,
     Sex,
 )
-from app.models.types import DmdCode, IsoDate, IsoDateTime, NhsNumber, OdsCode
+from app.models.types import DmdCode, IsoDate, IsoDateTime, NhsNumber, OdsCode, Version
 from app.services.validation import check_no_nul
 
 Priority = Literal["routine", "urgent"]
@@ -356,9 +356,8 @@ Reason = Annotated[
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"version": 1}})
 
-    version: int | None = PydanticField(
+    version: Version | None = PydanticField(
         default=None,
-        ge=1,
         description="The version you last read; or send If-Match with the ETag instead.",
     )
 

@@ -4,7 +4,14 @@ import re
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    StrictInt,
+    StringConstraints,
+)
 
 from app.services import validation
 
@@ -49,3 +56,6 @@ def _iso_8601(value: object) -> object:
 
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 IsoDate = Annotated[date, BeforeValidator(_iso_8601)]
+
+# The version an update is based on: a JSON integer only (lax validation read `true` as 1).
+Version = Annotated[StrictInt, Field(ge=1)]

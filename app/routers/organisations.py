@@ -25,10 +25,16 @@ def read_organisations(
         Service | None, Query(description="Pharmacies registered for this service")
     ] = None,
     pcn: Annotated[
-        str | None, Query(max_length=10, description="Members of this PCN today")
+        str | None,
+        Query(max_length=10, pattern="^[A-Za-z0-9]+$", description="Members of this PCN today"),
     ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=10, description="next_cursor from the previous page")
+        str | None,
+        Query(
+            max_length=10,
+            pattern="^[A-Za-z0-9]*$",
+            description="next_cursor from the previous page",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = settings.page_size_default,
 ) -> OrganisationsPublic:

@@ -17,10 +17,16 @@ from app.models.organisation import (
     PharmacyService,
     ServicePublic,
 )
+from app.services import validation
 
 
 def get_organisation(*, session: Session, ods_code: str) -> Organisation | None:
-    return session.get(Organisation, ods_code.upper())
+    code = ods_code.upper()
+    # Whatever a caller sends (a path, a header, a token) is looked up only if it can be an ODS
+    # code: PostgreSQL refuses some text outright (NUL), which would be a 500, not a 404.
+    if not validation.ods_code_is_valid(code):
+        return None
+    return session.get(Organisation, code)
 
 
 def get_organisation_or_raise(*, session: Session, ods_code: str) -> Organisation:
@@ -31,6 +37,8 @@ def get_organisation_or_raise(*, session: Session, ods_code: str) -> Organisatio
 
 
 def find_pharmacy_by_service_id(*, session: Session, service_id: str) -> PharmacyService | None:
+    if not (service_id.isascii() and service_id.isdigit() and len(service_id) <= 20):
+        return None
     return session.exec(
         select(PharmacyService).where(PharmacyService.service_id == service_id)
     ).first()

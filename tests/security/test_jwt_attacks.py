@@ -18,9 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jose import jwt
 from sqlmodel import Session
 
-from app.auth.tokens import decode_token, reset_key_cache
+from app.auth.tokens import _signing_key, decode_token, reset_key_cache
 from app.core.config import settings as app_settings
 from app.core.errors import Unauthorized
 from app.models.enums import Role
@@ -70,10 +71,13 @@ def _payload_not_json() -> str:
     return f"{header}.bm90LWpzb24.{signature}"
 
 
+ATTACKER_KEY = other_private_pem()
+
+
 def _jku_attacker() -> str:
     """Signed by an attacker key, with `jku` pointing at the attacker's key set: never fetched."""
     headers = {"jku": "https://attacker.example/jwks.json", "kid": "evil"}
-    return rs256(claims(), key_pem=other_private_pem(), headers=headers)
+    return rs256(claims(), key_pem=ATTACKER_KEY, headers=headers)
 
 
 MORE_ATTACKS: dict[str, tuple[Callable[[], str], str]] = {
@@ -137,11 +141,15 @@ def referral(session: Session) -> Referral:
 
 
 def assert_refused(response: httpx.Response, probe: Probe, reason: str) -> None:
-    assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"].startswith("Bearer")
     assert NHS_NUMBERS[0] not in response.text
     assert FAMILY_NAME not in response.text
     body = response.json()
+    if reason == TOO_LARGE and response.status_code == 431:
+        # A header size limit in front of the token check may refuse it first: also clear.
+        assert body.get("error") or body.get("resourceType") == "OperationOutcome", body
+        return
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
     if probe.fhir:
         assert body["resourceType"] == "OperationOutcome"
         assert reason in body["issue"][0]["diagnostics"]
@@ -240,7 +248,7 @@ KEY_SET_CASES: dict[
     ),
     "kid-of-a-key-signed-by-an-attacker": (
         _two_keys,
-        lambda: rs256(claims(), key_pem=other_private_pem(), headers={"kid": "pharmref-1"}),
+        lambda: rs256(claims(), key_pem=ATTACKER_KEY, headers={"kid": "pharmref-1"}),
         INVALID,
     ),
     "kid-not-a-string": (
@@ -304,8 +312,9 @@ def test_any_text_as_a_token_is_a_401(text: str) -> None:
 )
 @given(changes=st.dictionaries(st.sampled_from(CLAIM_NAMES), JSON_VALUES, min_size=1, max_size=4))
 def test_signed_token_with_any_claim_values_is_a_caller_or_a_401(changes: dict[str, Any]) -> None:
+    token = jwt.encode(claims(**changes), _signing_key("RS256"), algorithm="RS256")
     try:
-        user = decode_token(rs256(claims(**changes)))
+        user = decode_token(token)
     except Unauthorized:
         return
     assert ods_code_is_valid(user.org)
