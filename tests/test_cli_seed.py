@@ -82,7 +82,7 @@ def test_rollups_rebuild_recomputes_the_table(
     main(["rollups", "rebuild"])
 
     rows = count(own_database, ROLLUP)
-    assert rows == 4  # day and month, practice and pharmacy side
+    assert rows == 6  # day and month, practice, pharmacy and area side
     assert capsys.readouterr().out == f"uptake rollups rebuilt: {rows} rows\n"
 
 
@@ -101,7 +101,7 @@ def test_migrate_builds_rollups_for_existing_referrals(
 
     assert capsys.readouterr().out.splitlines() == [
         "database at the latest migration",
-        "uptake rollups built from the existing referrals: 4 rows",
+        "uptake rollups built from the existing referrals: 6 rows",
     ]
     main(["migrate"])
     assert capsys.readouterr().out == "database at the latest migration\n"

@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -6,7 +7,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Integer, MetaData, Table, inspect
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, select
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -70,3 +71,47 @@ def test_migration_history_is_linear() -> None:
 
     assert len(script.get_heads()) == 1
     assert len(script.get_bases()) == 1
+
+
+def test_area_rollups_migration_sums_the_practice_rows(fresh_sqlite: tuple[str, Engine]) -> None:
+    url, fresh = fresh_sqlite
+    config = migrations.alembic_config(url)
+    command.upgrade(config, "643e33563cd7")
+    rollup = Table("uptake_rollup", MetaData(), autoload_with=fresh)
+    key = {"grain": "month", "period_start": date(2026, 1, 1), "pcn_ods": "U00001",
+           "place_ods": "QXX01", "icb_ods": "QXX", "service": "pharmacy-first"}  # fmt: skip
+    zero = {c.name: 0 for c in rollup.columns if c.name not in key}
+    with fresh.begin() as connection:
+        connection.execute(
+            rollup.insert(),
+            [
+                zero | key | {"side": "practice", "org_ods": "A81001", "source": "gp-practice",
+                              "pathway": "sore-throat", "made": 2, "completed": 1,
+                              "completed_h004": 1, "completion_hours_sum": 5.0},
+                zero | key | {"side": "practice", "org_ods": "A81002", "source": "nhs111",
+                              "pathway": "", "made": 3, "completed_h004": 0},
+                zero | key | {"side": "practice", "org_ods": "A81002", "source": "nhs111",
+                              "pathway": "", "service": "dms", "made": 7},
+                zero | key | {"side": "pharmacy", "org_ods": "FA001", "pcn_ods": "", "place_ods": "",
+                              "icb_ods": "", "source": "nhs111", "pathway": "", "made": 5},
+            ],
+        )  # fmt: skip
+
+    command.upgrade(config, "head")
+
+    with fresh.connect() as connection:
+        area = connection.execute(
+            select(rollup.c.service, rollup.c.made, rollup.c.completed, rollup.c.completed_h004,
+                   rollup.c.completion_hours_sum, rollup.c.org_ods, rollup.c.source,
+                   rollup.c.pathway, rollup.c.pcn_ods)
+            .where(rollup.c.side == "area")
+            .order_by(rollup.c.service)
+        ).all()  # fmt: skip
+    assert [tuple(row) for row in area] == [
+        ("dms", 7, 0, 0, 0.0, "", "", "", "U00001"),
+        ("pharmacy-first", 5, 1, 1, 5.0, "", "", "", "U00001"),
+    ]
+    command.downgrade(config, "643e33563cd7")
+    with fresh.connect() as connection:
+        sides = connection.execute(select(rollup.c.side).distinct()).scalars().all()
+    assert sorted(sides) == ["pharmacy", "practice"]

@@ -5,7 +5,12 @@ One row per (grain, period, side, organisation, PCN, place, ICB, service, source
 - `grain` is `day` or `month` (England local dates); month rows let a 12-month question read
   twelve rows per group instead of 365.
 - `side` is `practice` (the patient's registered practice, with the PCN, place and ICB it belonged
-  to on the referral's date) or `pharmacy` (the receiving pharmacy; no hierarchy).
+  to on the referral's date), `pharmacy` (the receiving pharmacy; no hierarchy) or `area`: the
+  practice side summed over the practices of each PCN and over sources and pathways (`org_ods`,
+  `source` and `pathway` are ''), keyed by PCN, place, ICB and service only. Per-PCN, place or ICB
+  questions without a source or pathway read these: their number grows with the directory and the
+  months asked, not with the referrals (at most PCNs x services a month), where the practice rows
+  multiply by practices, sources and pathways as more combinations fill in.
 - Counts are by cohort: every outcome is counted in the period the referral was made in.
 """
 

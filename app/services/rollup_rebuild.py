@@ -20,7 +20,8 @@ seed, and is what the property test compares the incremental rollups against.
 
 The practice side is the patient's registered practice with the PCN, place and ICB its dated
 memberships give on the cohort day; the pharmacy side is the receiving pharmacy. Month rows are
-the day rows summed by calendar month. PostgreSQL computes local dates with `AT TIME ZONE`;
+the day rows summed by calendar month, and area rows the practice rows of each grain summed over
+practices, sources and pathways (per PCN, place, ICB and service). PostgreSQL computes local dates with `AT TIME ZONE`;
 SQLite, which has no time zones, calls two small Python functions registered on the connection.
 """
 
@@ -55,7 +56,7 @@ from app.models.event import ReferralEvent
 from app.models.organisation import Membership
 from app.models.referral import Referral
 from app.models.rollup import HOUR_COLUMNS, HOUR_EDGES, KEY_COLUMNS, UptakeRollup
-from app.services.rollups import DAY, LONDON, MONTH, PHARMACY, PRACTICE
+from app.services.rollups import AREA, DAY, LONDON, MONTH, PHARMACY, PRACTICE
 
 ROLLUP: Table = UptakeRollup.__table__  # type: ignore[attr-defined]
 _REFERRAL: Table = Referral.__table__  # type: ignore[attr-defined]
@@ -328,10 +329,31 @@ def _month_rows(dialect: str, days: Table) -> Select[Any]:
     )
 
 
+def _area_rows(rows: Table) -> Select[Any]:
+    """Area rows: the practice rows (in `rows`, both grains) summed per PCN, place, ICB and
+    service, without the practice, source and pathway."""
+    keys = [rows.c[name] for name in ("grain", "period_start", "pcn_ods", "place_ods", "icb_ods")]
+    additive = (*_SUMMED, "completion_hours_sum")
+    return (
+        select(
+            *keys[:2],
+            literal(AREA).label("side"),
+            literal("").label("org_ods"),
+            *keys[2:],
+            rows.c.service,
+            literal("").label("source"),
+            literal("").label("pathway"),
+            *(func.sum(rows.c[name]).label(name) for name in additive),
+        )
+        .where(rows.c.side == PRACTICE)
+        .group_by(*keys, rows.c.service)
+    )
+
+
 def aggregate_into(*, session: Session, target: Table) -> None:
     """Insert the direct aggregate into `target`, a table shaped like `uptake_rollup` (the table
-    itself, emptied, or a scratch copy): the day rows, then the month rows summed from them;
-    flush only."""
+    itself, emptied, or a scratch copy): the day rows, then the month rows summed from them, then
+    the area rows summed from the practice rows; flush only."""
     dialect = _prepare(session)
     if dialect == "postgresql":
         session.execute(text("SET LOCAL work_mem = '256MB'"))
@@ -340,10 +362,12 @@ def aggregate_into(*, session: Session, target: Table) -> None:
     session.execute(
         target.insert().from_select([column.name for column in days.selected_columns], days)
     )
-    months = _month_rows(dialect, target)
-    session.execute(
-        target.insert().from_select([column.name for column in months.selected_columns], months)
-    )
+    for derived in (_month_rows(dialect, target), _area_rows(target)):
+        session.execute(
+            target.insert().from_select(
+                [column.name for column in derived.selected_columns], derived
+            )
+        )
 
 
 def rollups_missing(*, session: Session) -> bool:

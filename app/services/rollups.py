@@ -5,6 +5,10 @@ the changes gather in the session and are written by one upsert just before the 
 commits, so a rolled-back change counts nothing and a committed one is always counted. The rows
 of one transaction are upserted in key order, so concurrent transactions lock rollup rows in the
 same order and cannot deadlock on them (and rollup rows are the last rows a transaction locks).
+
+Each change counts in six rows: day and month rows of the practice side, the pharmacy side and the
+area side (the practice side without the practice, source and pathway: what per-PCN, place and ICB
+questions read).
 """
 
 import bisect
@@ -28,6 +32,7 @@ from app.models.rollup import COUNTERS, HOUR_COLUMNS, HOUR_EDGES, UptakeRollup
 LONDON = ZoneInfo("Europe/London")
 PRACTICE = "practice"
 PHARMACY = "pharmacy"
+AREA = "area"
 DAY = "day"
 MONTH = "month"
 
@@ -104,12 +109,14 @@ def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -
     where = placement(session=session, practice_ods=practice, day=day)
     dims = (str(referral.service), str(referral.source), str(referral.pathway or ""))
     pending: dict[tuple[Any, ...], Counter[str]] = session.info.setdefault(_PENDING, {})
-    for side, org, place in (
-        (PRACTICE, practice, where),
-        (PHARMACY, referral.pharmacy_ods, Placement()),
+    area = (str(referral.service), "", "")
+    for side, org, place, keyed in (
+        (PRACTICE, practice, where, dims),
+        (PHARMACY, referral.pharmacy_ods, Placement(), dims),
+        (AREA, "", where, area),
     ):
         for grain, period in ((DAY, day), (MONTH, month_start(day))):
-            key = (grain, period, side, org, place.pcn_ods, place.place_ods, place.icb_ods, *dims)
+            key = (grain, period, side, org, place.pcn_ods, place.place_ods, place.icb_ods, *keyed)
             pending.setdefault(key, Counter()).update(counts)
 
 

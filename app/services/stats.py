@@ -86,7 +86,7 @@ from app.models.stats import (
 from app.models.user import User
 from app.services import disclosure
 from app.services.disclosure import Rule
-from app.services.rollups import DAY, MONTH, PHARMACY, PRACTICE, month_start
+from app.services.rollups import AREA, DAY, MONTH, PHARMACY, PRACTICE, month_start
 
 TOTAL_CODE = "ALL"
 RATE_DIGITS = 4
@@ -470,6 +470,24 @@ def _rollup() -> Table:
     return UptakeRollup.__table__  # type: ignore[attr-defined, no-any-return]
 
 
+# What the area rows keep of the practice side's key (app/models/rollup.py).
+_AREA_KEYS = frozenset({"pcn_ods", "place_ods", "icb_ods", "service"})
+
+
+def rows_side(*, side: str, keys: Iterable[str], filters: Filters) -> str:
+    """The side whose rows answer the question exactly and are the fewest: the area rows for a
+    practice-side question grouped (and filtered) only by PCN, place, ICB and service; otherwise
+    the side asked about."""
+    if (
+        side == PRACTICE
+        and filters.source is None
+        and filters.pathway is None
+        and _AREA_KEYS.issuperset(keys)
+    ):
+        return AREA
+    return side
+
+
 def read_sums(
     *,
     session: Session,
@@ -481,9 +499,10 @@ def read_sums(
     icb: str | None,
 ) -> dict[tuple[Any, ...], list[int]]:
     """{(period index, *key values): [sum of each column]} over the window's rollup rows.
-    `columns` maps each output name to its rollup column."""
+    `columns` maps each output name to its rollup column. The area rows are read in place of the
+    practice rows when they hold the same sums (rows_side)."""
     table = _rollup()
-    where = [table.c.side == side, window.rows(table)]
+    where = [table.c.side == rows_side(side=side, keys=keys, filters=filters), window.rows(table)]
     for name, value in (
         ("service", filters.service),
         ("source", filters.source),
@@ -491,7 +510,7 @@ def read_sums(
     ):
         if value is not None:
             where.append(table.c[name] == str(value))
-    if icb is not None and side == PRACTICE:
+    if icb is not None and side == PRACTICE:  # the area rows carry the ICB too
         where.append(table.c.icb_ods == icb)
     names = list(columns)
     inner = (

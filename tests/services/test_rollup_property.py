@@ -2,6 +2,9 @@
 figure they keep equals the direct aggregate of the referral, referral_event and consultation
 tables (app/services/rollup_rebuild.py).
 
+The rollups are compared row for row on every side: practice, pharmacy and the area rows summed
+over practices, sources and pathways.
+
 Each example makes referrals at chosen instants (England's clock changes, month ends, the days
 practices changed PCN) through the JSON intake service, then changes them through the lifecycle,
 consultation and sweep services at chosen delays (exactly on completion-time bucket edges among
@@ -42,6 +45,7 @@ from app.services import clinical_rules as rules
 from app.services import consultations as consultation_service
 from app.services import lifecycle, sweep
 from app.services import referrals as referral_service
+from app.services.rollups import AREA, PHARMACY, PRACTICE
 from tests.factories import OMIT, birth_date_for_age, caller, json_referral
 from tests.services.rollup_check import (
     Clock,
@@ -371,4 +375,5 @@ def test_incremental_rollups_equal_the_direct_aggregate(
     incremental = delta(figures(session), incremental_before)
     direct = delta(direct_figures(session), direct_before)
     assert incremental, "the example changed no rollup"
+    assert {key[2] for key in incremental} >= {PRACTICE, PHARMACY, AREA}
     assert differences(incremental, direct) == []

@@ -67,11 +67,13 @@ def sore_throat_advice() -> PharmacyFirstConsultationIn:
 def keys(
     *, day: date, practice: tuple[str, str, str, str], service: str, source: str, pathway: str
 ) -> list[tuple[str, ...]]:
-    """The four rows a referral counts in: day and month, practice and pharmacy side (FA001)."""
+    """The six rows a referral counts in: day and month, practice, pharmacy (FA001) and area side
+    (the practice's PCN, place and ICB and the service only)."""
     found: list[tuple[str, ...]] = []
     for grain, start in (("day", day), ("month", day.replace(day=1))):
         found.append((grain, str(start), "practice", *practice, service, source, pathway))
         found.append((grain, str(start), "pharmacy", "FA001", "", "", "", service, source, pathway))
+        found.append((grain, str(start), "area", "", *practice[1:], service, "", ""))
     return found
 
 

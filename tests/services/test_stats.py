@@ -34,7 +34,7 @@ from app.models.stats import (
     UptakeRow,
 )
 from app.services import organisations, stats
-from app.services.rollups import DAY, PRACTICE, month_start
+from app.services.rollups import AREA, DAY, PRACTICE, month_start
 from tests.factories import caller
 from tests.stats_world import (
     ALDER,
@@ -276,22 +276,27 @@ def test_partial_months_are_read_from_day_rows_and_whole_months_from_month_rows(
         history.make(at(day), practice=ASH)
     history.make(at(date(2026, 3, 15)), practice=ASH)
     dates = (date(2026, 1, 31), date(2026, 3, 1))
-    # A day row that disagrees with its month row: whole months must come from month rows.
-    history.session.add(
-        UptakeRollup(
-            grain=DAY,
-            period_start=date(2026, 2, 14),
-            side=PRACTICE,
-            org_ods=ASH,
-            pcn_ods=ALDER,
-            place_ods=WEST,
-            icb_ods=ICB,
-            service="pharmacy-first",
-            source="gp-practice",
-            pathway="sore-throat",
-            made=100,
+    # A day row that disagrees with its month row: whole months must come from month rows. (The
+    # same on the area side, which per-PCN questions read, as on the practice side.)
+    for side, org, source, pathway in (
+        (PRACTICE, ASH, "gp-practice", "sore-throat"),
+        (AREA, "", "", ""),
+    ):
+        history.session.add(
+            UptakeRollup(
+                grain=DAY,
+                period_start=date(2026, 2, 14),
+                side=side,
+                org_ods=org,
+                pcn_ods=ALDER,
+                place_ods=WEST,
+                icb_ods=ICB,
+                service="pharmacy-first",
+                source=source,
+                pathway=pathway,
+                made=100,
+            )
         )
-    )
     history.session.flush()
 
     monthly = uptake(history.session, dates=dates)

@@ -33,7 +33,7 @@ from app.models.stats import (
 )
 from app.services import stats
 from app.services.disclosure import Rule
-from app.services.rollups import DAY, MONTH, PHARMACY, PRACTICE, month_start
+from app.services.rollups import AREA, DAY, MONTH, PHARMACY, PRACTICE, month_start
 from tests.disclosure_audit import Relation, assert_not_pinned
 from tests.factories import caller
 from tests.stats_world import (
@@ -121,7 +121,7 @@ def activity(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def write_rollups(session: Session, activities: list[dict[str, Any]]) -> None:
-    """Day rows and the month rows that agree with them, on both sides."""
+    """Day rows and the month rows that agree with them, on every side."""
     rows: dict[tuple[Any, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for a in activities:
         pcn = _pcn(a["practice"], a["day"])
@@ -130,6 +130,7 @@ def write_rollups(session: Session, activities: list[dict[str, Any]]) -> None:
             for key in (
                 (grain, period, PRACTICE, a["practice"], pcn, PLACE_OF[pcn], ICB, *dims),
                 (grain, period, PHARMACY, a["pharmacy"], "", "", "", *dims),
+                (grain, period, AREA, "", pcn, PLACE_OF[pcn], ICB, a["service"], "", ""),
             ):
                 for name, value in a["counts"].items():
                     rows[key][name] += value
