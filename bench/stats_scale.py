@@ -5,7 +5,7 @@ time at 100,000).
 For each size (default 100k, 1M and 10M referrals):
 
 1. unless `--reuse` finds it already seeded, drop and create PostgreSQL database
-   `bench_seed_<label>`, run `pharmref migrate` and time `pharmref seed-demo --referrals N --lean`
+   `bench_seed_<label>` (`--db-prefix` for another name), run `pharmref migrate` and time `pharmref seed-demo --referrals N --lean`
    (the demo ICB and N referrals over 12 months; lean: the referrals, acceptance events and the
    BP and DMS consultations, all the statistics read; the command prints its phases);
 2. in a child process pointed at that database (PHARMREF_DATABASE_URL), after a warm-up, time
@@ -15,9 +15,12 @@ For each size (default 100k, 1M and 10M referrals):
      summed per PCN over 12 months (interval none) or per PCN and month (interval month), the
      PCN populations from the dated memberships and list sizes, and the median and 90th
      percentile completion hours read from the histogram; psycopg, no ORM;
+   - `rollup-area-none` / `rollup-area-month`: the same of the area rows (per PCN, place, ICB and
+     service: no practice, source or pathway), which the statistics service reads for this table;
    - `stats-uptake-none` / `stats-uptake-month`: `app.services.stats.uptake` for the same question
-     as an ICB analyst, when that module exists (it is written on another branch);
-   - `dashboard`: `GET /dashboard` in process through the ASGI app, when the route exists;
+     as an ICB analyst;
+   - `dashboard`: `GET /dashboard` in process through the ASGI app, signed in as an ICB analyst
+     (the session cookie; the default filters: all services, the 12 months to today);
 3. write the figures to `bench/results/<date>-stats-scale/<label>.json` (with the EXPLAIN
    ANALYZE of the rollup query) and plot them all to docs/stats-scale.png.
 
@@ -137,8 +140,8 @@ def percentile(histogram: list[int], edges: tuple[int, ...], fraction: float) ->
     return float(edges[-1])
 
 
-def rollup_query(interval: str) -> str:
-    """Sum the practice-side month rows per PCN (and month), then name the PCNs."""
+def rollup_query(interval: str, side: str = "practice") -> str:
+    """Sum the practice-side (or area-side) month rows per PCN (and month), then name the PCNs."""
     from app.models.rollup import HOUR_COLUMNS, OUTCOME_COUNTS
 
     period = ", period_start" if interval == "month" else ""
@@ -147,7 +150,7 @@ def rollup_query(interval: str) -> str:
     return (
         f"SELECT t.pcn_ods{period}, o.name, {', '.join(f't.{c}' for c in columns)} FROM ("
         f"SELECT pcn_ods{period}, {sums} FROM uptake_rollup "
-        "WHERE grain = 'month' AND side = 'practice' "
+        f"WHERE grain = 'month' AND side = '{side}' "
         "AND period_start BETWEEN %(first)s AND %(last)s "
         f"GROUP BY pcn_ods{period}) t "
         f"LEFT JOIN organisation o ON o.ods_code = t.pcn_ods ORDER BY t.pcn_ods{period}"
@@ -192,7 +195,9 @@ def _pcn_months_sql() -> str:
     return PCN_MONTHS_SQL.format(sums=sums)
 
 
-def rollup_table(conn: Any, interval: str, first: date, last: date) -> list[dict[str, Any]]:
+def rollup_table(
+    conn: Any, interval: str, first: date, last: date, side: str = "practice"
+) -> list[dict[str, Any]]:
     """The per-PCN table from the rollups: counts, completion rate, median and p90 hours,
     population and referrals per 1,000 (what the statistics service computes, minus suppression)."""
     from app.models.rollup import HOUR_COLUMNS, HOUR_EDGES, OUTCOME_COUNTS
@@ -201,7 +206,7 @@ def rollup_table(conn: Any, interval: str, first: date, last: date) -> list[dict
     populations = dict(conn.execute(POPULATION_SQL, params).fetchall())
     rows = []
     width = 2 if interval == "none" else 3
-    for record in conn.execute(rollup_query(interval), params).fetchall():
+    for record in conn.execute(rollup_query(interval, side), params).fetchall():
         counts = record[width : width + 1 + len(OUTCOME_COUNTS)]
         histogram = list(
             record[
@@ -272,16 +277,17 @@ def dashboard() -> tuple[Callable[[], Any] | None, str]:
 
     if not any(getattr(route, "path", None) == "/dashboard" for route in app.routes):
         return None, "no /dashboard route"
-    client = TestClient(app)
+    from app.auth.cookies import SESSION_COOKIE
+
+    client = TestClient(app, follow_redirects=False)  # a redirect would time the login page
     token = create_access_token(subject="bench:icb-analyst", org="QXX", role=Role.ICB_ANALYST)
-    headers = {"Authorization": f"Bearer {token}"}
-    client.cookies.set("pharmref_session", token)
-    probe = client.get("/dashboard", headers=headers)
-    if probe.status_code != 200:
-        return None, f"GET /dashboard answered {probe.status_code}"
+    client.cookies.set(SESSION_COOKIE, token)
+    probe = client.get("/dashboard")
+    if probe.status_code != 200 or 'id="pcn-rate-chart"' not in probe.text:
+        return None, f"GET /dashboard answered {probe.status_code} without the dashboard"
 
     def call() -> Any:
-        response = client.get("/dashboard", headers=headers)
+        response = client.get("/dashboard")
         assert response.status_code == 200, response.status_code
         return response
 
@@ -392,6 +398,30 @@ def measure(args: argparse.Namespace) -> None:
             "EXPLAIN (ANALYZE, BUFFERS) " + rollup_query("none"), {"first": first, "last": last}
         ).fetchall()
         figures["rollup_plan"] = [line[0] for line in plan]
+        # The area rows (per PCN, place, ICB and service), which stats.uptake reads for this table.
+        area = conn.execute(
+            "SELECT count(*) FROM uptake_rollup WHERE grain = 'month' AND side = 'area' "
+            "AND period_start BETWEEN %(first)s AND %(last)s",
+            {"first": first, "last": last},
+        ).fetchone()
+        figures["area_rows_read"] = area[0] if area else None
+        for interval in ("none", "month"):
+            figures[f"rollup-area-{interval}"] = timed(
+                lambda interval=interval: rollup_table(conn, interval, first, last, "area"),
+                args.runs,
+                args.warmup,
+                database,
+            ) | {
+                "serial_cpu_ms_per_call": serial_cpu(
+                    conn, lambda interval=interval: rollup_table(conn, interval, first, last, "area"),
+                    max(args.runs // 4, 20), database,
+                ),
+            }  # fmt: skip
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) " + rollup_query("none", "area"),
+            {"first": first, "last": last},
+        ).fetchall()
+        figures["rollup_area_plan"] = [line[0] for line in plan]
     # What if the rollups also kept month rows per PCN (not per practice)? A temporary copy of the
     # month rows summed by PCN, then the same question of it (on a connection of its own: the
     # temporary table shadows the real one, which prepared statements would trip over).
@@ -435,6 +465,8 @@ def plot(results: dict[int, dict[str, Any]]) -> None:
     series = [
         ("rollup-none", "rollup query, per PCN, 12 months"),
         ("rollup-month", "rollup query, per PCN per month"),
+        ("rollup-area-none", "area rows query, per PCN, 12 months"),
+        ("rollup-area-month", "area rows query, per PCN per month"),
         ("stats-uptake-none", "stats.uptake, per PCN, 12 months"),
         ("stats-uptake-month", "stats.uptake, per PCN per month"),
         ("dashboard", "GET /dashboard"),
@@ -492,6 +524,12 @@ def main() -> None:
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", default="5432")
+    parser.add_argument(
+        "--db-prefix",
+        default="bench_seed_",
+        help="databases are named <prefix><size label>, e.g. bench_seed_100k (seeded unless --reuse "
+        "finds them seeded with that many referrals)",
+    )
     args = parser.parse_args()
     if args.measure:
         measure(args)
@@ -501,7 +539,7 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        db = f"bench_seed_{label(size)}"
+        db = f"{args.db_prefix}{label(size)}"
         figures: dict[str, Any] = {"referrals_seeded": size, "database": db}
         if args.reuse and seeded_count(args, db) == size:
             print(f"reusing {db}", flush=True)
