@@ -348,14 +348,14 @@ def _trend(
     services = [filters.service] if filters.service else list(Service)
     lines = []
     months: list[tuple[date, date]] = []
+    query = _query(
+        filters, group_by=GroupBy.PLACE if filters.place else GroupBy.ICB, interval=Interval.MONTH
+    )
+    reports = stats_service.uptake_by_service(
+        session=session, query=query, caller=caller, services=services
+    )
     for service in services:
-        query = _query(
-            filters,
-            group_by=GroupBy.PLACE if filters.place else GroupBy.ICB,
-            service=service,
-            interval=Interval.MONTH,
-        )
-        report = stats_service.uptake(session=session, query=query, caller=caller)
+        report = reports[service]
         months = [(row.period_start, row.period_end) for row in report.totals]
         found = (
             [row for row in report.rows if row.group_code == filters.place]

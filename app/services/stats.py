@@ -706,6 +706,18 @@ class Grouped:
         }
 
 
+def _parts(breakdown: Breakdown | None, filters: Filters) -> list[str] | None:
+    """The breakdown values listed for every group (None: no breakdown)."""
+    if breakdown is Breakdown.SOURCE:
+        return [str(s) for s in ReferralSource if filters.source in (None, s)]
+    if breakdown is Breakdown.PATHWAY:
+        parts = [str(p) for p in Pathway if filters.pathway in (None, p)]
+        if filters.service is not Service.PHARMACY_FIRST and filters.pathway is None:
+            parts = ([] if filters.service is not None else parts) + [""]
+        return parts
+    return None
+
+
 def grouped(
     *,
     session: Session,
@@ -717,17 +729,42 @@ def grouped(
     hist: bool = False,
     breakdown: Breakdown | None = None,
 ) -> Grouped:
+    return grouped_each(
+        session=session,
+        scope=scope,
+        group_by=group_by,
+        window=window,
+        filters=filters,
+        columns=columns,
+        hist=hist,
+        breakdown=breakdown,
+    )[filters.service]
+
+
+def grouped_each(
+    *,
+    session: Session,
+    scope: Scope,
+    group_by: GroupBy,
+    window: Window,
+    filters: Filters,
+    columns: Mapping[str, str],
+    hist: bool = False,
+    breakdown: Breakdown | None = None,
+    services: Sequence[Service] | None = None,
+) -> dict[Service | None, Grouped]:
+    """The table of `filters`, or with `services` one table per service in place of
+    filters.service, each the same as asked alone; the rollups, the directory and the names are
+    read once for all of them."""
     side = PHARMACY if group_by is GroupBy.PHARMACY else PRACTICE
     keys = [_GROUP_COLUMN[group_by]]
-    parts: list[str] | None = None
     if breakdown is Breakdown.SOURCE:
         keys.append("source")
-        parts = [str(s) for s in ReferralSource if filters.source in (None, s)]
     elif breakdown is Breakdown.PATHWAY:
         keys.append("pathway")
-        parts = [str(p) for p in Pathway if filters.pathway in (None, p)]
-        if filters.service is not Service.PHARMACY_FIRST and filters.pathway is None:
-            parts = ([] if filters.service is not None else parts) + [""]
+    each: list[Service | None] = [filters.service] if services is None else list(services)
+    if services is not None:
+        keys.append("service")
     read = dict(columns) | ({h: h for h in HOUR_COLUMNS} if hist else {})
     sums = read_sums(
         session=session,
@@ -735,43 +772,58 @@ def grouped(
         keys=keys,
         columns=read,
         window=window,
-        filters=filters,
+        filters=filters if services is None else dataclasses.replace(filters, service=None),
         icb=scope.icb,
     )
-    groups: dict[int, set[str]]
     people: Population | None = None
-    if side == PHARMACY:
-        pharmacies = _pharmacies(session=session, service=filters.service)
-        groups = {n: set(pharmacies) for n in range(len(window.periods))}
-    else:
+    if side == PRACTICE:
         segments = directory_segments(
             session=session, start=window.start, end=window.end, icb=scope.icb
         )
         people = population(segments=segments, window=window, group_by=group_by)
-        groups = people.groups
-    table = build_table(
-        sums=sums, columns=list(read), groups=groups, parts=parts, periods=len(window.periods)
-    )
-    if len(table.counts) > settings.stats_max_rows:
-        raise ValidationFailed(
-            f"The answer would have {len(table.counts):,} rows; at most "
-            f"{settings.stats_max_rows:,} are given at once. Ask for a shorter period, a longer "
-            "interval, a coarser grouping or no breakdown.",
-            issues=[Issue("too-costly", "Too many rows for one answer.", "interval")],
+    tables: dict[Service | None, CountTable] = {}
+    for service in each:
+        own = sums
+        if services is not None:
+            own = {key[:-1]: values for key, values in sums.items() if key[-1] == str(service)}
+        groups: dict[int, set[str]]
+        if people is None:
+            pharmacies = _pharmacies(session=session, service=service)
+            groups = {n: set(pharmacies) for n in range(len(window.periods))}
+        else:
+            groups = people.groups
+        table = build_table(
+            sums=own,
+            columns=list(read),
+            groups=groups,
+            parts=_parts(breakdown, dataclasses.replace(filters, service=service)),
+            periods=len(window.periods),
         )
-    table.columns = tuple(columns)
-    table.protect(scope.rule)
-    codes = {k[1] for k in table.counts if k[1]} | ({scope.icb} if scope.icb else set())
-    return Grouped(
-        window=window,
-        group_by=group_by,
-        breakdown=breakdown,
-        table=table,
-        population=people,
-        names=_names(session=session, codes=codes),
-        rule=scope.rule,
-        icb=scope.icb,
-    )
+        if len(table.counts) > settings.stats_max_rows:
+            raise ValidationFailed(
+                f"The answer would have {len(table.counts):,} rows; at most "
+                f"{settings.stats_max_rows:,} are given at once. Ask for a shorter period, a "
+                "longer interval, a coarser grouping or no breakdown.",
+                issues=[Issue("too-costly", "Too many rows for one answer.", "interval")],
+            )
+        table.columns = tuple(columns)
+        table.protect(scope.rule)
+        tables[service] = table
+    codes = {k[1] for t in tables.values() for k in t.counts if k[1]}
+    names = _names(session=session, codes=codes | ({scope.icb} if scope.icb else set()))
+    return {
+        service: Grouped(
+            window=window,
+            group_by=group_by,
+            breakdown=breakdown,
+            table=table,
+            population=people,
+            names=names,
+            rule=scope.rule,
+            icb=scope.icb,
+        )
+        for service, table in tables.items()
+    }
 
 
 _UPTAKE_ORDER = (
@@ -829,12 +881,27 @@ def _hours(value: float | None) -> float | None:
 def uptake(*, session: Session, query: UptakeQuery, caller: User) -> UptakeReport:
     """The uptake table: per group and period (and breakdown value), with a totals row per
     period (and breakdown value), under the caller's disclosure rule."""
+    return _uptake_each(session=session, query=query, caller=caller, services=None)[query.service]
+
+
+def uptake_by_service(
+    *, session: Session, query: UptakeQuery, caller: User, services: Sequence[Service]
+) -> dict[Service, UptakeReport]:
+    """For each of `services`, the uptake table `uptake` gives for the query with that service
+    (query.service is not read); the rollups and the directory are read once for all."""
+    reports = _uptake_each(session=session, query=query, caller=caller, services=services)
+    return {service: reports[service] for service in services}
+
+
+def _uptake_each(
+    *, session: Session, query: UptakeQuery, caller: User, services: Sequence[Service] | None
+) -> dict[Service | None, UptakeReport]:
     scope = _scope(session=session, caller=caller)
     check_dates(query.from_date, query.to_date)
     columns = {name: name for name in UPTAKE_COUNTS}
     if query.group_by is GroupBy.PHARMACY:
         columns["made"] = "received"
-    data = grouped(
+    tables = grouped_each(
         session=session,
         scope=scope,
         group_by=query.group_by,
@@ -843,14 +910,18 @@ def uptake(*, session: Session, query: UptakeQuery, caller: User) -> UptakeRepor
         columns=columns,
         hist=True,
         breakdown=query.breakdown,
+        services=services,
     )
-    rows = [_uptake_row(data, key) for key in data.ordered_keys()]
-    return UptakeReport(
-        query=query,
-        disclosure=scope.rule.public(),
-        rows=[r for r in rows if r.group_kind is not None],
-        totals=[r for r in rows if r.group_kind is None],
-    )
+    reports = {}
+    for service, data in tables.items():
+        rows = [_uptake_row(data, key) for key in data.ordered_keys()]
+        reports[service] = UptakeReport(
+            query=query if services is None else query.model_copy(update={"service": service}),
+            disclosure=scope.rule.public(),
+            rows=[r for r in rows if r.group_kind is not None],
+            totals=[r for r in rows if r.group_kind is None],
+        )
+    return reports
 
 
 def _service_rows(

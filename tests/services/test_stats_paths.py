@@ -1,6 +1,8 @@
-"""Per-PCN, place and ICB questions read the area rollup rows (app/models/rollup.py); the answers
-must be exactly those the practice rows give. Each question is asked twice of the same referral
-history (tests/stats_world.py): as the service answers it, and with the area rows never chosen."""
+"""The statistics service has faster ways to the same answers; each must give exactly the answer
+of the plain one, on the same referral history (tests/stats_world.py):
+- per-PCN, place and ICB questions read the area rollup rows (app/models/rollup.py): asked as the
+  service answers them, and with the area rows never chosen;
+- `uptake_by_service` reads once for several services: against `uptake` asked for each."""
 
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -190,3 +192,42 @@ def test_questions_the_area_rows_cannot_answer_read_the_finer_rows(
         lambda: stats.uptake(session=history.session, query=query, caller=ADMIN),
     )
     assert sides == [side]
+
+
+@pytest.mark.parametrize("who", [ANALYST, ADMIN], ids=["analyst", "admin"])
+@pytest.mark.parametrize(
+    ("group_by", "interval", "extra"),
+    [
+        (GroupBy.ICB, Interval.MONTH, {}),
+        (GroupBy.PLACE, Interval.MONTH, {}),
+        (GroupBy.PCN, Interval.NONE, {"source": ReferralSource.GP_PRACTICE}),
+        (GroupBy.PRACTICE, Interval.WEEK, {"breakdown": Breakdown.PATHWAY}),
+        (GroupBy.PCN, Interval.MONTH, {"breakdown": Breakdown.SOURCE}),
+        (GroupBy.PHARMACY, Interval.MONTH, {}),
+    ],
+)
+def test_uptake_by_service_is_uptake_asked_for_each_service(
+    history: Referrals, who: User, group_by: GroupBy, interval: Interval, extra: dict[str, Any]
+) -> None:
+    query = UptakeQuery(
+        group_by=group_by,
+        from_date=PARTIAL_EDGES[0],
+        to_date=PARTIAL_EDGES[1],
+        interval=interval,
+        **extra,
+    )
+    services = [*Service]
+
+    together = stats.uptake_by_service(
+        session=history.session, query=query, caller=who, services=services
+    )
+
+    assert list(together) == services
+    for service in services:
+        alone = stats.uptake(
+            session=history.session,
+            query=query.model_copy(update={"service": service}),
+            caller=who,
+        )
+        assert together[service].model_dump() == alone.model_dump(), service
+    assert any(r.made != 0 for s in services for r in together[s].rows)
