@@ -551,7 +551,7 @@ def main() -> None:
         target = RESULTS / f"{label(size)}.json"
         previous = json.loads(target.read_text()) if target.exists() else {}
         for key in ("seed_seconds", "seed_output", "seed_load_before", "database_bytes", "lean"):
-            if key not in figures and key in previous:
+            if key not in figures and key in previous and previous.get("database") == db:
                 figures[key] = previous[key]  # keep the seeding figures of an earlier run
         target.write_text(json.dumps(figures, indent=2) + "\n")
         summary = {
