@@ -152,14 +152,17 @@ class Receiver:
                 self.gate.wait(30)
             if step == "slow":
                 threading.Event().wait(1.5)
+        finally:
+            # No longer in flight once the answer may reach the sender: its next request can
+            # arrive before this handler thread runs again.
+            with self.crowd:
+                self.in_flight -= 1
+        try:
             request.send_response(503 if step == "503" else 200)
             request.send_header("Content-Length", "0")
             request.end_headers()
         except OSError:
             pass  # the sender is gone (killed, or it timed out)
-        finally:
-            with self.crowd:
-                self.in_flight -= 1
 
     def __enter__(self) -> "Receiver":
         self.thread.start()
