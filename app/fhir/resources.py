@@ -27,8 +27,9 @@ FHIR_VERSION = "4.0.1"
 # through pydantic's import_string, whose first attempt is a failing import_module of
 # "package.module.Class" (about a fifth of a Bundle's validation time). The answer for a name
 # never changes within a process, so it is remembered; the validation itself is unchanged.
-if not hasattr(fhir_core.types.import_string, "cache_info"):
-    fhir_core.types.import_string = functools.cache(fhir_core.types.import_string)
+_import_string = fhir_core.types.import_string  # type: ignore[attr-defined]
+if not hasattr(_import_string, "cache_info"):
+    fhir_core.types.import_string = functools.cache(_import_string)  # type: ignore[attr-defined]
 
 __all__ = [
     "FHIR_VERSION",
