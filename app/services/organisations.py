@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ColumnElement, and_, exists, or_
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
@@ -68,6 +68,16 @@ class IntakeDirectory:
 
 _ORGANISATION = Organisation.__table__  # type: ignore[attr-defined]
 _PHARMACY_SERVICE = PharmacyService.__table__  # type: ignore[attr-defined]
+# Built once, so SQLAlchemy neither rebuilds nor re-keys it per request.
+_INTAKE_DIRECTORY = core_select(
+    _ORGANISATION.c.ods_code,
+    _ORGANISATION.c.kind,
+    _ORGANISATION.c.active,
+    exists().where(
+        _PHARMACY_SERVICE.c.pharmacy_ods == _ORGANISATION.c.ods_code,
+        _PHARMACY_SERVICE.c.service == bindparam("service", type_=_PHARMACY_SERVICE.c.service.type),
+    ),
+).where(_ORGANISATION.c.ods_code.in_([bindparam("caller"), bindparam("pharmacy")]))
 
 
 def intake_directory(
@@ -76,29 +86,22 @@ def intake_directory(
     """The caller's organisation and the receiving pharmacy, with whether the pharmacy is
     registered for `service`: the directory reads of one intake, in one statement (the same
     answers as get_organisation for each and pharmacy_provides)."""
-    codes = {caller_ods.upper(), pharmacy_ods.upper()}
-    wanted = sorted(code for code in codes if validation.ods_code_is_valid(code))
+    caller, pharmacy = caller_ods.upper(), pharmacy_ods.upper()
     found: dict[str, DirectoryEntry] = {}
-    if wanted:
-        provides = exists().where(
-            _PHARMACY_SERVICE.c.pharmacy_ods == _ORGANISATION.c.ods_code,
-            _PHARMACY_SERVICE.c.service == service,
-        )
-        rows = session.connection().execute(
-            core_select(
-                _ORGANISATION.c.ods_code,
-                _ORGANISATION.c.kind,
-                _ORGANISATION.c.active,
-                provides,
-            ).where(_ORGANISATION.c.ods_code.in_(wanted))
-        )
-        for code, kind, active, registered in rows:
+    # As get_organisation: only what can be an ODS code is looked up ("" matches no row).
+    params = {
+        "caller": caller if validation.ods_code_is_valid(caller) else "",
+        "pharmacy": pharmacy if validation.ods_code_is_valid(pharmacy) else "",
+        "service": service,
+    }
+    if params["caller"] or params["pharmacy"]:
+        for code, kind, active, registered in session.connection().execute(
+            _INTAKE_DIRECTORY, params
+        ):
             found[code] = DirectoryEntry(
                 ods_code=code, kind=kind, active=bool(active), provides=bool(registered)
             )
-    return IntakeDirectory(
-        caller=found.get(caller_ods.upper()), pharmacy=found.get(pharmacy_ods.upper())
-    )
+    return IntakeDirectory(caller=found.get(caller), pharmacy=found.get(pharmacy))
 
 
 def _in_force(on: date) -> ColumnElement[bool]:
