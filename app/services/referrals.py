@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, Table, and_, case, insert, or_
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, SQLModel, col, select
@@ -36,6 +37,7 @@ from app.models.enums import (
     Role,
     Service,
 )
+from app.models.event import ReferralEvent
 from app.models.intake import NewReferral
 from app.models.referral import (
     BloodPressureIn,
@@ -294,6 +296,7 @@ def create_referral(
             to_status=ReferralStatus.RECEIVED,
             detail={"intake": str(intake)},
         )
+        _insert_pending_events(session=session, connection=connection)
         message = _message(
             caller=caller, key=key, referral_id=referral.id, action="create", now=now
         )
@@ -308,7 +311,18 @@ def create_referral(
     return IntakeResult(referral=referral, created=True, warnings=new.warnings)
 
 
+def _insert_pending_events(*, session: Session, connection: Connection) -> None:
+    """Write the event rows lifecycle.record_event added to the session as Core INSERTs now,
+    as the referral was, instead of in a unit-of-work flush at commit (whose RETURNING of the
+    serial id nothing here reads). Anything else it added is flushed at commit as before."""
+    for event in [obj for obj in session.new if isinstance(obj, ReferralEvent)]:
+        session.expunge(event)
+        connection.execute(_INSERT_EVENT, _row(_EVENT, event))
+
+
 _REFERRAL = Referral.__table__  # type: ignore[attr-defined]
+_EVENT = ReferralEvent.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(_EVENT)
 _INBOUND_MESSAGE = InboundMessage.__table__  # type: ignore[attr-defined]
 _INSERT_REFERRAL = insert(_REFERRAL)
 _INSERT_MESSAGE = insert(_INBOUND_MESSAGE)
