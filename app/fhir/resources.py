@@ -4,9 +4,6 @@ R4B differs from R4 only in resources pharmref does not use; its models accept a
 for every resource here. GP Connect Update Record (STU3) models are imported in stu3.py.
 """
 
-import functools
-
-import fhir_core.types
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntryResponse, BundleLink
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -21,15 +18,9 @@ from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
-FHIR_VERSION = "4.0.1"
+from app.fhir import validation_speedups  # noqa: F401  (installed before any model validates)
 
-# fhir_core resolves the class of every nested resource by its dotted name on each validation,
-# through pydantic's import_string, whose first attempt is a failing import_module of
-# "package.module.Class" (about a fifth of a Bundle's validation time). The answer for a name
-# never changes within a process, so it is remembered; the validation itself is unchanged.
-_import_string = fhir_core.types.import_string  # type: ignore[attr-defined]
-if not hasattr(_import_string, "cache_info"):
-    fhir_core.types.import_string = functools.cache(_import_string)  # type: ignore[attr-defined]
+FHIR_VERSION = "4.0.1"
 
 __all__ = [
     "FHIR_VERSION",
