@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth.tokens import decode_token
+from app.auth.tokens import authenticate
 from app.core.errors import Forbidden, Unauthorized
 from app.models.enums import Role
 from app.models.user import User
@@ -19,7 +19,7 @@ async def get_current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("A bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
-    return decode_token(credentials.credentials)
+    return authenticate(credentials.credentials)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -8,7 +8,10 @@ tokens are refused whatever the library would do.
 
 import json
 import os
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -105,6 +108,7 @@ def _signing_key(algorithm: str) -> Any:
 def reset_key_cache() -> None:
     _verification_key.cache_clear()
     _signing_key.cache_clear()
+    _verified.clear()
 
 
 def create_access_token(
@@ -152,6 +156,11 @@ def _check_issued_at(iat: object) -> None:
 
 def decode_token(token: str) -> User:
     """Verify a bearer token and return the caller; any failure is 401."""
+    return _verify(token)[0]
+
+
+def _verify(token: str) -> tuple[User, int]:
+    """The caller and the token's `exp` (verified in full: signature, algorithm, claims)."""
     if len(token) > MAX_TOKEN_BYTES:
         raise Unauthorized("Bearer token too large.")
     try:
@@ -179,10 +188,82 @@ def decode_token(token: str) -> User:
         raise Unauthorized("Bearer token is invalid or expired.") from exc
     _check_issued_at(claims.get("iat"))
     try:
-        return User(subject=claims.get("sub", "unknown"), org=claims["org"], role=claims["role"])
+        user = User(subject=claims.get("sub", "unknown"), org=claims["org"], role=claims["role"])
     except KeyError as exc:
         raise Unauthorized("Bearer token lacks a valid org or role claim.") from exc
     except ValidationError as exc:
         if all(error["loc"][:1] == ("subject",) for error in exc.errors()):
             raise Unauthorized("Bearer token has an invalid sub claim.") from exc
         raise Unauthorized("Bearer token lacks a valid org or role claim.") from exc
+    return user, int(claims["exp"])
+
+
+class _VerifiedTokens:
+    """Tokens this process verified in full in the last minute, with their callers, so a client
+    that sends the same token with every request pays for one RSA verification a minute rather
+    than one a request. A remembered token is still refused from the second its `exp` (plus the
+    leeway) passes, exactly as verification would refuse it; `nbf` and `iat` only become more
+    true with time. The entries belong to the verification settings they were checked under."""
+
+    ttl_seconds = 60.0
+    max_entries = 4096
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[str, tuple[User, int, float, tuple[Any, ...]]] = OrderedDict()
+
+    def get(self, token: str, config: tuple[Any, ...]) -> User | None:
+        with self.lock:
+            entry = self.entries.get(token)
+        if entry is None:
+            return None
+        user, last_valid_second, remember_until, checked_under = entry
+        if checked_under != config or time.monotonic() > remember_until:
+            return None
+        # python-jose's test: refused once exp < now - leeway, in whole seconds of UTC time.
+        if int(time.time()) > last_valid_second:
+            return None
+        return user
+
+    def put(self, token: str, user: User, last_valid_second: int, config: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.entries[token] = (
+                user,
+                last_valid_second,
+                time.monotonic() + self.ttl_seconds,
+                config,
+            )
+            self.entries.move_to_end(token)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+_verified = _VerifiedTokens()
+
+
+def _verification_config() -> tuple[Any, ...]:
+    return (
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        tuple(settings.jwt_algorithms),
+        settings.jwt_jwks_file,
+        settings.jwt_public_key_file,
+        settings.jwt_hs256_secret,
+        settings.jwt_leeway_seconds,
+    )
+
+
+def authenticate(token: str) -> User:
+    """`decode_token` for request authentication: a token verified in full within the last minute
+    (and not expired since) is not verified again."""
+    config = _verification_config()
+    user = _verified.get(token, config)
+    if user is not None:
+        return user
+    user, exp = _verify(token)
+    _verified.put(token, user, exp + settings.jwt_leeway_seconds, config)
+    return user

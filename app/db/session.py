@@ -15,9 +15,11 @@ server restarted), and a disconnect seen on any connection invalidates the whole
 first requests after an outage open fresh connections instead of failing on stale ones.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -79,9 +81,22 @@ def make_engine(url: str) -> Engine:
 engine = make_engine(settings.database_url)
 
 
-def get_session() -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session:
+async def get_session() -> AsyncIterator[Session]:
+    """A session for the request. Opening one does no I/O (it takes a connection at its first
+    statement), so it is made on the event loop rather than through a worker thread; closing it
+    goes to a thread only when it still holds a connection (a read that never committed, or a
+    failed request), since returning that connection to the pool rolls it back."""
+    session = Session(engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            # Its own limiter, as FastAPI does for a sync dependency's exit: a close must never
+            # wait for a worker thread held by a request that is waiting for this connection.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+        else:
+            session.close()
 
 
 # At most one session per pooled connection in each process. FastAPI validates a sync route's

@@ -18,6 +18,8 @@ from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
+from app.fhir import validation_speedups  # noqa: F401  (installed before any model validates)
+
 FHIR_VERSION = "4.0.1"
 
 __all__ = [

@@ -23,7 +23,14 @@ from app.models.referral import (
     ReferralsPublic,
 )
 from app.models.types import IsoDateTime
-from app.routers.deps import AuditedReferral, ReadAudit, VisibleReferral, etag, expected_version
+from app.routers.deps import (
+    AuditedReferral,
+    ReadAudit,
+    VisibleReferral,
+    etag,
+    expected_version,
+    model_response,
+)
 from app.routers.examples import BP_REFERRAL, DMS_REFERRAL, JSON_REFERRAL, error_responses
 from app.services import lifecycle
 from app.services import referrals as referral_service
@@ -53,7 +60,6 @@ def create_referral(
     session: SessionDep,
     user: Referrer,
     referral_in: Annotated[ReferralCreate, Body(openapi_examples=_CREATE_EXAMPLES)],
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -61,16 +67,16 @@ def create_referral(
             description="Repeat a request safely: the same key returns the original referral.",
         ),
     ] = None,
-) -> ReferralCreated:
+) -> Response:
     """Make a referral to a community pharmacy service (JSON, for systems without FHIR)."""
     result = referral_service.create_referral_from_json(
         session=session, referral_in=referral_in, caller=user, idempotency_key=idempotency_key
     )
-    if not result.created:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
     public = referral_service.to_public(result.referral)
-    return ReferralCreated(**public.model_dump(), warnings=[])
+    created = ReferralCreated.model_construct(**dict(public), warnings=[])
+    if not result.created:
+        return model_response(created, status_code=200, headers={"Idempotent-Replayed": "true"})
+    return model_response(created, status_code=201)
 
 
 @router.get("", response_model=ReferralsPublic, responses=error_responses(400, 401, 403, 422))

@@ -4,17 +4,20 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, case, or_
+from sqlalchemy import ColumnElement, SQLColumnExpression, Table, and_, case, insert, or_
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.config import settings
 from app.core.errors import (
+    AppError,
     BadRequest,
     Conflict,
     Duplicate,
@@ -34,6 +37,7 @@ from app.models.enums import (
     Role,
     Service,
 )
+from app.models.event import ReferralEvent
 from app.models.intake import NewReferral
 from app.models.referral import (
     BloodPressureIn,
@@ -107,7 +111,9 @@ def _resolve_source(*, new: NewReferral, caller: User) -> ReferralSource:
     return new.source
 
 
-def _check_referrer(*, session: Session, new: NewReferral, caller: User) -> None:
+def _check_referrer(
+    *, new: NewReferral, caller: User, organisation: organisation_service.DirectoryEntry | None
+) -> None:
     if new.claimed_referrer_ods is not None and new.claimed_referrer_ods != caller.org:
         raise Forbidden(
             "A caller may refer only on behalf of its own organisation.",
@@ -119,7 +125,6 @@ def _check_referrer(*, session: Session, new: NewReferral, caller: User) -> None
                 )
             ],
         )
-    organisation = organisation_service.get_organisation(session=session, ods_code=caller.org)
     if (
         organisation is None
         or organisation.kind is not ROLE_KIND.get(caller.role)
@@ -130,9 +135,10 @@ def _check_referrer(*, session: Session, new: NewReferral, caller: User) -> None
         )
 
 
-def _check_pharmacy(*, session: Session, new: NewReferral, caller: User) -> None:
+def _check_pharmacy(
+    *, new: NewReferral, caller: User, pharmacy: organisation_service.DirectoryEntry | None
+) -> None:
     where = new.path("pharmacy_ods")
-    pharmacy = organisation_service.get_organisation(session=session, ods_code=new.pharmacy_ods)
     if pharmacy is None or pharmacy.kind is not OrgKind.PHARMACY or not pharmacy.active:
         raise Unprocessable(
             "The receiving pharmacy is not an active pharmacy in the directory.",
@@ -143,9 +149,7 @@ def _check_pharmacy(*, session: Session, new: NewReferral, caller: User) -> None
             "A pharmacy records self-referrals to itself only.",
             issues=[Issue("business-rule", "Self-referral to another pharmacy.", where)],
         )
-    if not organisation_service.pharmacy_provides(
-        session=session, pharmacy_ods=new.pharmacy_ods, service=new.service
-    ):
+    if not pharmacy.provides:
         raise Unprocessable(
             f"The receiving pharmacy is not registered for the {new.service} service.",
             issues=[Issue("business-rule", f"Pharmacy not registered for {new.service}.", where)],
@@ -202,18 +206,36 @@ def _replay(*, session: Session, message: InboundMessage, key: IntakeKey) -> Int
     return IntakeResult(referral=referral, created=False, warnings=[])
 
 
+def _checked_source(
+    *, session: Session, new: NewReferral, caller: User, today: date
+) -> ReferralSource:
+    """Every rule a new referral must meet, with the directory read once."""
+    source = _resolve_source(new=new, caller=caller)
+    directory = organisation_service.intake_directory(
+        session=session, caller_ods=caller.org, pharmacy_ods=new.pharmacy_ods, service=new.service
+    )
+    _check_referrer(new=new, caller=caller, organisation=directory.caller)
+    _check_pharmacy(new=new, caller=caller, pharmacy=directory.pharmacy)
+    _check_eligibility(new=new, source=source, today=today)
+    return source
+
+
 def create_referral(
     *, session: Session, new: NewReferral, caller: User, intake: Intake, key: IntakeKey
 ) -> IntakeResult:
-    """Store a new referral and its inbound message in one transaction, exactly once per key."""
-    existing = _existing_message(session=session, caller=caller, key=key)
-    if existing is not None:
-        return _replay(session=session, message=existing, key=key)
-    source = _resolve_source(new=new, caller=caller)
-    _check_referrer(session=session, new=new, caller=caller)
-    _check_pharmacy(session=session, new=new, caller=caller)
+    """Store a new referral and its inbound message in one transaction, exactly once per key.
+
+    A key seen before answers as it always has (the original referral, or 409), whatever the
+    repeat's body now makes of the rules: the unique key of inbound_message decides, so the
+    key is looked up only when the rules refuse the request or the insert finds it taken."""
     now = utc_now()
-    _check_eligibility(new=new, source=source, today=now.date())
+    try:
+        source = _checked_source(session=session, new=new, caller=caller, today=now.date())
+    except AppError:
+        existing = _existing_message(session=session, caller=caller, key=key)
+        if existing is not None:
+            return _replay(session=session, message=existing, key=key)
+        raise
     practice = new.patient_practice_ods
     if practice is None and source is ReferralSource.GP_PRACTICE:
         practice = caller.org
@@ -255,20 +277,30 @@ def create_referral(
         created_at=now,
         updated_at=now,
     )
-    session.add(referral)
-    session.flush()
-    rollups.referral_created(session=session, referral=referral)
-    lifecycle.record_event(
-        session=session,
-        referral_id=referral.id,
-        caller=caller,
-        action="created",
-        version=1,
-        to_status=ReferralStatus.RECEIVED,
-        detail={"intake": str(intake)},
-    )
-    session.add(_message(caller=caller, key=key, referral_id=referral.id, action="create", now=now))
     try:
+        # Core INSERTs of fully built rows: the ORM's unit of work would add an autoflush per
+        # statement and a flush per table for the same two rows.
+        connection = session.connection()
+        connection.execute(_INSERT_REFERRAL, _row(_REFERRAL, referral))
+        # The session knows the row as written (persistent, as after a flush), so later work on
+        # this referral in the session updates it rather than inserting it again.
+        make_transient_to_detached(referral)
+        session.add(referral)
+        rollups.referral_created(session=session, referral=referral)
+        lifecycle.record_event(
+            session=session,
+            referral_id=referral.id,
+            caller=caller,
+            action="created",
+            version=1,
+            to_status=ReferralStatus.RECEIVED,
+            detail={"intake": str(intake)},
+        )
+        _insert_pending_events(session=session, connection=connection)
+        message = _message(
+            caller=caller, key=key, referral_id=referral.id, action="create", now=now
+        )
+        connection.execute(_INSERT_MESSAGE, _row(_INBOUND_MESSAGE, message))
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -277,6 +309,34 @@ def create_referral(
             raise
         return _replay(session=session, message=existing, key=key)
     return IntakeResult(referral=referral, created=True, warnings=new.warnings)
+
+
+def _insert_pending_events(*, session: Session, connection: Connection) -> None:
+    """Write the event rows lifecycle.record_event added to the session as Core INSERTs now,
+    as the referral was, instead of in a unit-of-work flush at commit (whose RETURNING of the
+    serial id nothing here reads). Anything else it added is flushed at commit as before."""
+    for event in [obj for obj in session.new if isinstance(obj, ReferralEvent)]:
+        session.expunge(event)
+        connection.execute(_INSERT_EVENT, _row(_EVENT, event))
+
+
+_REFERRAL = Referral.__table__  # type: ignore[attr-defined]
+_EVENT = ReferralEvent.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(_EVENT)
+_INBOUND_MESSAGE = InboundMessage.__table__  # type: ignore[attr-defined]
+_INSERT_REFERRAL = insert(_REFERRAL)
+_INSERT_MESSAGE = insert(_INBOUND_MESSAGE)
+
+
+def _row(table: Table, model: SQLModel) -> dict[str, Any]:
+    """The column values of a built table model (a serial id left to the database)."""
+    row = {}
+    for column in table.columns:
+        value = getattr(model, column.key)
+        if value is None and column.primary_key and column.autoincrement is not False:
+            continue
+        row[column.key] = value
+    return row
 
 
 def _message(

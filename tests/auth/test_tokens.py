@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from jose import jwt
 
-from app.auth.tokens import create_access_token, decode_token, reset_key_cache
+from app.auth import tokens
+from app.auth.tokens import authenticate, create_access_token, decode_token, reset_key_cache
 from app.core.config import settings
 from app.core.errors import Unauthorized
 from app.models.enums import Role
@@ -133,3 +134,62 @@ def test_jwks_still_refuses_hs256_confusion(jwks_file: Path) -> None:
 
     with pytest.raises(Unauthorized, match="algorithm is not accepted"):
         decode_token(hs256_with_public_key(claims()))
+
+
+# ---- remembered verifications (authenticate) ----------------------------------------------------
+
+
+def test_authenticate_verifies_a_token_once_then_remembers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = valid(org="FA001", role="pharmacy", jti="remember-once")
+    verified: list[str] = []
+    real = tokens._verify
+
+    def counting(value: str) -> tuple[object, int]:
+        verified.append(value)
+        return real(value)
+
+    monkeypatch.setattr(tokens, "_verify", counting)
+
+    users = [authenticate(token) for _ in range(3)]
+
+    assert [u.org for u in users] == ["FA001"] * 3
+    assert verified == [token]
+
+
+def test_authenticate_refuses_a_remembered_token_once_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exp = int(time.time()) + 120
+    token = valid(exp=exp, jti="remember-expiry")
+    assert authenticate(token).org == decode_token(token).org
+
+    later = exp + settings.jwt_leeway_seconds + 1
+    monkeypatch.setattr(time, "time", lambda: float(later))
+    monkeypatch.setattr(jwt, "timegm", lambda _t: later)
+
+    with pytest.raises(Unauthorized, match="invalid or expired"):
+        authenticate(token)
+
+
+def test_authenticate_rechecks_a_token_under_changed_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = valid(jti="remember-settings")
+    authenticate(token)
+
+    monkeypatch.setattr(settings, "jwt_audience", "someone-else")
+
+    with pytest.raises(Unauthorized):
+        authenticate(token)
+
+
+@pytest.mark.parametrize(("attack", "reason"), ATTACKS.values(), ids=ATTACKS.keys())
+def test_authenticate_never_remembers_a_refused_token(
+    attack: Callable[[], str], reason: str
+) -> None:
+    token = attack()
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match=reason):
+            authenticate(token)

@@ -1,0 +1,94 @@
+"""Faster, equivalent versions of two of fhir_core's per-element validation steps.
+
+fhir_core validates every nested element of a resource through Python hooks. For a 20 KB BaRS
+message (about 170 elements) two of them cost about half of `Bundle.model_validate`:
+
+1. The class of every nested resource is looked up by dotted name through pydantic's
+   `import_string`, whose first attempt is a failing `import_module("package.module.Class")`.
+   A name always names the same class within a process, so the answer is remembered.
+2. `FHIRAbstractModel.reject_null_complex_elements` (a `mode="before"` model validator: a null
+   inside a list of complex elements is an error) decides afresh, for every element, which of
+   its class's fields are lists of complex types, walking all of the class's fields. Which
+   fields those are is fixed per class, so they are worked out once per class; the check of the
+   element's data is the same, field for field and error for error.
+
+pydantic keeps a reference to the validator function in every model's compiled schema, so (2)
+replaces that function's code in place. It is done only for the fhir_core releases whose
+function it was checked against (`tests/fhir/test_validation_speedups.py` runs both versions
+over every field of every model and fails when fhir_core moves on, so the check is repeated).
+"""
+
+import functools
+import importlib.metadata
+from typing import Any
+
+import fhir_core.fhirabstractmodel
+import fhir_core.types
+
+CHECKED_FHIR_CORE = frozenset({"1.1.12"})
+
+# A name in fhir_core.fhirabstractmodel's namespace, where the replacement code runs.
+_FIELDS_CACHE = "_pharmref_complex_list_fields"
+
+
+def _reject_null_complex_elements(cls: Any, data: Any) -> Any:
+    """A null inside a list of complex types has no meaning in FHIR.
+
+    Primitive lists keep their nulls: there a null is the positional
+    placeholder that lines a value up with its ``_field`` extension sibling.
+    """
+    if not isinstance(data, dict):
+        return data
+    fields = _pharmref_complex_list_fields.get(cls)  # type: ignore[name-defined]  # noqa: F821
+    if fields is None:
+        fields = tuple(
+            (name, field.alias)
+            for name, field in cls.model_fields.items()
+            if is_list_type(field)  # type: ignore[name-defined]  # noqa: F821
+            and not is_primitive_type(field)  # type: ignore[name-defined]  # noqa: F821
+            and not name.endswith("__ext")
+        )
+        _pharmref_complex_list_fields[cls] = fields  # type: ignore[name-defined]  # noqa: F821
+    errors = []
+    for name, alias in fields:
+        key = alias if alias and alias in data else name
+        value = data.get(key)
+        if isinstance(value, list) and any(item is None for item in value):
+            errors.append(
+                {
+                    "type": PydanticCustomError(  # type: ignore[name-defined]  # noqa: F821
+                        "list_type",
+                        "None is not allowed as an element of {field}",
+                        {"field": key},
+                    ),
+                    "loc": (key,),
+                    "input": value,
+                }
+            )
+    if errors:
+        raise ValidationError.from_exception_data(cls.__name__, errors)  # type: ignore[name-defined]  # noqa: F821
+    return data
+
+
+def _validator_function() -> Any:
+    return fhir_core.fhirabstractmodel.FHIRAbstractModel.reject_null_complex_elements.__func__
+
+
+ORIGINAL_REJECT_NULL_CODE = _validator_function().__code__
+
+
+def fhir_core_checked() -> bool:
+    return importlib.metadata.version("fhir_core") in CHECKED_FHIR_CORE
+
+
+def install() -> None:
+    """Apply both (once; a no-op on an unchecked fhir_core release for the second)."""
+    lookup = fhir_core.types.import_string  # type: ignore[attr-defined]
+    if not hasattr(lookup, "cache_info"):
+        fhir_core.types.import_string = functools.cache(lookup)  # type: ignore[attr-defined]
+    if fhir_core_checked():
+        vars(fhir_core.fhirabstractmodel).setdefault(_FIELDS_CACHE, {})
+        _validator_function().__code__ = _reject_null_complex_elements.__code__
+
+
+install()
