@@ -32,11 +32,9 @@ _FIELDS_CACHE = "_pharmref_complex_list_fields"
 
 
 def _reject_null_complex_elements(cls: Any, data: Any) -> Any:
-    """A null inside a list of complex types has no meaning in FHIR.
-
-    Primitive lists keep their nulls: there a null is the positional
-    placeholder that lines a value up with its ``_field`` extension sibling.
-    """
+    """Refuse a JSON null as an item of a list of complex elements, per class field list
+    worked out once (lists of primitives may hold nulls that pair values with `_field`
+    extensions, so they are left alone, as fhir_core does)."""
     if not isinstance(data, dict):
         return data
     fields = _pharmref_complex_list_fields.get(cls)  # type: ignore[name-defined]  # noqa: F821
