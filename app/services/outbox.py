@@ -40,7 +40,7 @@ def enqueue(
         .execution_options(autoflush=False)
     ).all()
     for endpoint_id, org_ods, endpoint_format in endpoints:
-        fmt = endpoint_format
+        fmt = MessageFormat(endpoint_format)
         body = render(fmt)
         if body is None:
             fmt, body = MessageFormat.R4, render(MessageFormat.R4)
