@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -31,6 +32,10 @@ from app.models.referral import Referral
 from app.models.user import User
 from app.services import clinical_rules as rules
 from app.services import lifecycle, rollups, summaries
+
+_CONSULTATION: Table = Consultation.__table__  # type: ignore[attr-defined]
+_INSERT_CONSULTATION = insert(_CONSULTATION)
+_SAME_TIME = "This consultation stage was recorded at the same time by someone else."
 
 
 @dataclass
@@ -272,10 +277,17 @@ def record_consultation(
             f"The referral is {referral.status}; accept it before recording a consultation."
         )
     now = utc_now()
-    earlier = set(
-        session.exec(
-            select(Consultation.stage).where(Consultation.referral_id == referral.id)
-        ).all()
+    # Only blood pressure (ABPM pending) and DMS (stages 1 to 3) record more than one
+    # consultation per referral; every other service's consultation completes the referral, so
+    # an accepted referral of those has none yet (and the unique index is the backstop).
+    earlier = (
+        set(
+            session.exec(
+                select(Consultation.stage).where(Consultation.referral_id == referral.id)
+            ).all()
+        )
+        if isinstance(consultation_in, BloodPressureConsultationIn | DmsStageIn)
+        else set()
     )
     if isinstance(consultation_in, PharmacyFirstConsultationIn):
         assessment = _pharmacy_first(consultation_in, referral, now.date())
@@ -314,7 +326,13 @@ def record_consultation(
         recorded_by_subject=caller.subject,
         recorded_at=now,
     )
-    session.add(consultation)
+    try:
+        session.connection().execute(
+            _INSERT_CONSULTATION, {c.name: getattr(consultation, c.name) for c in _CONSULTATION.c}
+        )
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(_SAME_TIME) from exc
     detail = {
         "consultation_id": str(consultation.id),
         "stage": assessment.stage,
@@ -354,16 +372,13 @@ def record_consultation(
             detail={"reason": assessment.escalation, "consultation_id": str(consultation.id)},
             notify_referrer=True,
         )
-    session.flush()
     rollups.consultation_recorded(session=session, referral=referral, consultation=consultation)
     summaries.queue_summary(session=session, referral=referral, consultation=consultation)
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        raise Conflict(
-            "This consultation stage was recorded at the same time by someone else."
-        ) from exc
+        raise Conflict(_SAME_TIME) from exc
     return consultation, referral
 
 

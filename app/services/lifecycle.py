@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import update
+from sqlalchemy import Table, insert, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app.core.errors import AppError, Forbidden, InvalidTransition, Issue, Unprocessable
@@ -54,6 +55,11 @@ class PreconditionRequired(AppError):
     rec_code = "REC_BAD_REQUEST"
 
 
+_REFERRAL: Table = Referral.__table__  # type: ignore[attr-defined]
+# One statement object: SQLAlchemy compiles it once, each event only binds its values.
+_INSERT_EVENT = insert(ReferralEvent.__table__)  # type: ignore[attr-defined]
+
+
 def check_transition(current: S, target: S) -> None:
     if target not in TRANSITIONS[current]:
         raise InvalidTransition(f"The referral is {current}; it cannot become {target}.")
@@ -72,19 +78,25 @@ def record_event(
     notify_referrer: bool | None = None,
 ) -> None:
     notify = to_status in NOTIFY_REFERRER if notify_referrer is None else notify_referrer
-    session.add(
-        ReferralEvent(
-            referral_id=referral_id,
-            action=action,
-            from_status=from_status,
-            to_status=to_status,
-            version=version,
-            actor_subject=caller.subject,
-            actor_org=caller.org,
-            actor_role=caller.role,
-            notify_referrer=notify,
-            detail=detail,
-        )
+    # Written at once through the session's connection (in its transaction), not as an ORM
+    # object flushed at commit: events are only ever inserted and nothing reads them back in the
+    # same transaction, so the unit of work and RETURNING of the id would be pure overhead.
+    # The referral row must already be in the database (flushed) for the foreign key.
+    session.connection().execute(
+        _INSERT_EVENT,
+        {
+            "referral_id": referral_id,
+            "action": action,
+            "from_status": from_status,
+            "to_status": to_status,
+            "version": version,
+            "actor_subject": caller.subject,
+            "actor_org": caller.org,
+            "actor_role": caller.role,
+            "notify_referrer": notify,
+            "detail": detail,
+            "at": utc_now(),
+        },
     )
     if notify:
         _notify_referrer(session=session, referral_id=referral_id, action=action, detail=detail)
@@ -128,15 +140,19 @@ def _compare_and_set(
 ) -> None:
     """Write `values` and the next version only if nobody has changed the referral since it was read.
 
-    The ORM-enabled UPDATE also sets these values on `referral` in the session, so callers need no
-    refresh (a SELECT of every column) after they commit."""
-    changed = session.execute(
-        update(Referral)
-        .where(Referral.id == referral.id, Referral.version == expected_version)  # type: ignore[arg-type]
-        .values(version=expected_version + 1, updated_at=now or utc_now(), **values)
+    A Core UPDATE through the session's connection; on success the same values are set on
+    `referral` as its committed state, so callers need no refresh (a SELECT of every column) after
+    they commit, and the session has nothing to flush for it."""
+    written = {"version": expected_version + 1, "updated_at": now or utc_now(), **values}
+    changed = session.connection().execute(
+        update(_REFERRAL)
+        .where(_REFERRAL.c.id == referral.id, _REFERRAL.c.version == expected_version)
+        .values(written)
     )
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
+    if changed.rowcount != 1:
         raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
+    for key, value in written.items():
+        set_committed_value(referral, key, value)
 
 
 def apply_transition(

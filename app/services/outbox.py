@@ -32,21 +32,23 @@ def enqueue(
     `render` gives the body for an endpoint's format, or None when that format cannot carry the
     message (e.g. DMS has no GP Connect Update Record form): such endpoints get the FHIR R4 form.
     """
+    # Only the three columns used, not Endpoint objects: no identity map, and no autoflush.
     endpoints = session.exec(
-        select(Endpoint)
+        select(Endpoint.id, Endpoint.org_ods, Endpoint.format)
         .where(col(Endpoint.org_ods).in_(recipients(referral)), col(Endpoint.active).is_(True))
         .order_by(col(Endpoint.created_at))
+        .execution_options(autoflush=False)
     ).all()
-    for endpoint in endpoints:
-        fmt = endpoint.format
+    for endpoint_id, org_ods, endpoint_format in endpoints:
+        fmt = MessageFormat(endpoint_format)
         body = render(fmt)
         if body is None:
             fmt, body = MessageFormat.R4, render(MessageFormat.R4)
         assert body is not None
         session.add(
             OutboxMessage(
-                endpoint_id=endpoint.id,
-                recipient_ods=endpoint.org_ods,
+                endpoint_id=endpoint_id,
+                recipient_ods=org_ods,
                 referral_id=referral.id,
                 kind=kind,
                 priority=priority,

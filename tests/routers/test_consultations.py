@@ -531,6 +531,52 @@ def test_dms_same_stage_twice_is_a_conflict(client: TestClient, session: Session
     assert record(client, referral, dms(1)).status_code == 409
 
 
+def test_single_consultation_service_with_a_stored_consultation_is_a_conflict(
+    client: TestClient, session: Session
+) -> None:
+    """Pharmacy First does not look up earlier consultations (its one consultation completes the
+    referral); should an accepted one have one all the same, the unique index refuses the second
+    and nothing of the request is written."""
+    referral = accepted(client, session)
+    session.add(
+        Consultation(
+            referral_id=referral.id,
+            service=Service.PHARMACY_FIRST,
+            stage=0,
+            outcome="signposted",
+            clinician_name="Priya Example",
+            gphc_number="2099999",
+            record={},
+            derived={},
+            recorded_by_org="FA001",
+            recorded_by_subject="someone",
+        )
+    )
+    session.commit()
+
+    response = record(
+        client,
+        referral,
+        {"service": "pharmacy-first", "pathway": "minor-illness", "outcome": "signposted"},
+    )
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        "This consultation stage was recorded at the same time by someone else."
+    )
+    session.expire_all()
+    stored = session.get(Referral, referral.id)
+    assert stored is not None
+    assert (stored.status, stored.version) == (ReferralStatus.ACCEPTED, 2)
+    assert events(session, referral, "completed") == []
+    count = session.exec(
+        select(func.count())
+        .select_from(Consultation)
+        .where(Consultation.referral_id == referral.id)
+    ).one()
+    assert count == 1
+
+
 # ---- state, versions, who may record -----------------------------------------------------------------------
 
 
