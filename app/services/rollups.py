@@ -20,9 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, bindparam, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import TextClause
 
 from app.models.consultation import Consultation
 from app.models.enums import ReferralStatus, Service
@@ -185,17 +184,26 @@ def _rows(pending: dict[tuple[Any, ...], Counter[str]]) -> list[dict[str, Any]]:
     return rows
 
 
+# psycopg parses a statement's placeholders once and remembers the result only for statements up
+# to 4,096 bytes (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH); a longer one is parsed again for
+# every row of an executemany. The upsert names its target by a one-letter alias to stay short.
+PSYCOPG_CACHED_STATEMENT_BYTES = 4096
+
+
 @cache
-def _upsert(dialect: str) -> Insert:
-    """INSERT ... ON CONFLICT DO UPDATE adding every counter; one statement object per dialect, so
-    SQLAlchemy compiles it once and each commit only binds its rows (an executemany)."""
+def upsert_statement() -> TextClause:
+    """INSERT ... ON CONFLICT DO UPDATE adding every counter (the same text for PostgreSQL and
+    SQLite); built once, so each commit only binds its rows (an executemany)."""
     table = UptakeRollup.__table__  # type: ignore[attr-defined]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=[c.name for c in table.primary_key.columns],
-        set_={name: table.c[name] + statement.excluded[name] for name in _ADDITIVE},
+    keys = [c.name for c in table.primary_key.columns]
+    names = [*keys, *_ADDITIVE]
+    added = ", ".join(f"{n} = r.{n} + excluded.{n}" for n in _ADDITIVE)
+    sql = (
+        f"INSERT INTO {table.name} AS r ({', '.join(names)}) "
+        f"VALUES ({', '.join(':' + n for n in names)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
     )
+    return text(sql).bindparams(bindparam("period_start", type_=Date))
 
 
 def write_pending(session: OrmSession) -> None:
@@ -205,7 +213,7 @@ def write_pending(session: OrmSession) -> None:
     if not pending:
         return
     connection = session.connection()
-    connection.execute(_upsert(connection.dialect.name), _rows(pending))
+    connection.execute(upsert_statement(), _rows(pending))
 
 
 def discard_pending(session: OrmSession) -> None:
