@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import settings
 from app.db.base import utc_now
+from app.db.bulk import lift_statement_timeout
 from app.models.enums import OrgKind, Pathway, ReferralSource, Role, Service
 from app.models.organisation import ListSize, Organisation, PharmacyService
 from app.models.referral import Referral
@@ -1855,6 +1856,7 @@ def seed_history(
     if referrals < 0 or months < 1:
         raise ValueError("referrals must be 0 or more and months 1 or more")
     began = time.perf_counter()
+    lift_statement_timeout(session)
     rng = random.Random(seed)
     end = (now or utc_now()).astimezone(UTC)
     last_day = end.astimezone(LONDON).date()

@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
+from app.db.bulk import lift_statement_timeout
 from app.models.consultation import Consultation
 from app.models.enums import ReferralStatus, Service
 from app.models.event import ReferralEvent
@@ -387,6 +388,7 @@ def rebuild_rollups(*, session: Session) -> int:
     in the aggregate; one that comes after waits, then adds itself: none is lost or counted twice,
     because every change writes its rollup rows last, just before it commits."""
     dialect = _prepare(session)
+    lift_statement_timeout(session)
     if dialect == "postgresql":
         session.execute(text("LOCK TABLE uptake_rollup IN ACCESS EXCLUSIVE MODE"))
         session.execute(text("TRUNCATE uptake_rollup"))

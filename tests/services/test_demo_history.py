@@ -19,7 +19,7 @@ from app.models.event import ReferralEvent
 from app.models.organisation import Organisation
 from app.models.referral import Referral
 from app.services import clinical_rules as rules
-from app.services import demo_history
+from app.services import demo_history, rollup_rebuild
 from app.services.lifecycle import TRANSITIONS
 from app.services.rollup_rebuild import rebuild_rollups
 from app.services.rollups import LONDON, local_day
@@ -313,3 +313,23 @@ def test_bulk_load_puts_back_every_index_and_constraint(
 
     assert definitions() == before
     assert len(seeded.referrals) == 300
+
+
+def test_seeding_runs_without_the_request_statement_limit(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading millions of rows and aggregating them takes longer than the limit pooled
+    connections carry for requests (PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS)."""
+    if session.connection().dialect.name != "postgresql":
+        pytest.skip("statement_timeout is PostgreSQL's")
+    session.execute(text("SET LOCAL statement_timeout = '2s'"))
+    seen: list[str] = []
+
+    def rebuild_rollups(*, session: Session) -> int:
+        seen.append(session.execute(text("SHOW statement_timeout")).scalar_one())
+        return 0
+
+    monkeypatch.setattr(rollup_rebuild, "rebuild_rollups", rebuild_rollups)
+    seed(session, referrals=20, months=1, seed=5)
+
+    assert seen == ["0"]

@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlmodel import Session
 
 from app.models.consultation import (
@@ -216,3 +216,22 @@ def test_rollups_missing_only_when_referrals_have_none(session: Session) -> None
     assert rollup_rebuild.rollups_missing(session=session)
     rollup_rebuild.rebuild_rollups(session=session)
     assert session.execute(select(ROLLUP.c.grain).limit(1)).first() is not None
+
+
+def test_rebuild_runs_without_the_request_statement_limit(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregate over millions of referrals must not be cut off by the limit pooled
+    connections carry for requests (PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS)."""
+    if session.connection().dialect.name != "postgresql":
+        pytest.skip("statement_timeout is PostgreSQL's")
+    session.execute(text("SET LOCAL statement_timeout = '2s'"))
+    seen: list[str] = []
+
+    def aggregate_into(*, session: Session, target: object) -> None:  # noqa: ARG001
+        seen.append(session.execute(text("SHOW statement_timeout")).scalar_one())
+
+    monkeypatch.setattr(rollup_rebuild, "aggregate_into", aggregate_into)
+    rollup_rebuild.rebuild_rollups(session=session)
+
+    assert seen == ["0"]
