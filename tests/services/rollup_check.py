@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, MetaData, Table, delete, select
+from sqlalchemy import Column, MetaData, Table, delete, select, text
 from sqlmodel import Session
 
 from app.models.rollup import COUNTERS, KEY_COLUMNS
@@ -116,3 +116,15 @@ def row(**counts: float) -> tuple[tuple[int, ...], float]:
     unknown = set(counts) - set(COUNTERS)
     assert not unknown, unknown
     return tuple(int(counts.get(name, 0)) for name in COUNTERS), hours
+
+
+def limit_statements_as_for_requests(session: Session) -> None:
+    """On PostgreSQL, give the test's transaction a statement limit like the one pooled
+    connections carry for requests (PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS); skip on SQLite."""
+    if session.connection().dialect.name != "postgresql":
+        pytest.skip("statement_timeout is PostgreSQL's")
+    session.execute(text("SET LOCAL statement_timeout = '2s'"))
+
+
+def statement_timeout(session: Session) -> str:
+    return str(session.execute(text("SHOW statement_timeout")).scalar_one())

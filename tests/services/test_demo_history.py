@@ -24,7 +24,14 @@ from app.services.lifecycle import TRANSITIONS
 from app.services.rollup_rebuild import rebuild_rollups
 from app.services.rollups import LONDON, local_day
 from app.services.validation import nhs_number_is_valid
-from tests.services.rollup_check import delta, differences, direct_figures, figures
+from tests.services.rollup_check import (
+    delta,
+    differences,
+    direct_figures,
+    figures,
+    limit_statements_as_for_requests,
+    statement_timeout,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -320,13 +327,11 @@ def test_seeding_runs_without_the_request_statement_limit(
 ) -> None:
     """Loading millions of rows and aggregating them takes longer than the limit pooled
     connections carry for requests (PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS)."""
-    if session.connection().dialect.name != "postgresql":
-        pytest.skip("statement_timeout is PostgreSQL's")
-    session.execute(text("SET LOCAL statement_timeout = '2s'"))
+    limit_statements_as_for_requests(session)
     seen: list[str] = []
 
     def rebuild_rollups(*, session: Session) -> int:
-        seen.append(session.execute(text("SHOW statement_timeout")).scalar_one())
+        seen.append(statement_timeout(session))
         return 0
 
     monkeypatch.setattr(rollup_rebuild, "rebuild_rollups", rebuild_rollups)

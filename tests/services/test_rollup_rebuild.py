@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from app.models.consultation import (
@@ -26,7 +26,9 @@ from tests.services.rollup_check import (
     differences,
     direct_figures,
     figures,
+    limit_statements_as_for_requests,
     row,
+    statement_timeout,
     use_clock,
 )
 
@@ -223,13 +225,11 @@ def test_rebuild_runs_without_the_request_statement_limit(
 ) -> None:
     """The aggregate over millions of referrals must not be cut off by the limit pooled
     connections carry for requests (PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS)."""
-    if session.connection().dialect.name != "postgresql":
-        pytest.skip("statement_timeout is PostgreSQL's")
-    session.execute(text("SET LOCAL statement_timeout = '2s'"))
+    limit_statements_as_for_requests(session)
     seen: list[str] = []
 
     def aggregate_into(*, session: Session, target: object) -> None:  # noqa: ARG001
-        seen.append(session.execute(text("SHOW statement_timeout")).scalar_one())
+        seen.append(statement_timeout(session))
 
     monkeypatch.setattr(rollup_rebuild, "aggregate_into", aggregate_into)
     rollup_rebuild.rebuild_rollups(session=session)
