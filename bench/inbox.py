@@ -442,7 +442,12 @@ def explain(args: argparse.Namespace, chosen: list[dict[str, Any]]) -> list[dict
     for c in chosen:
         captured.clear()
         status = asyncio.run(one(c["pharmacy"]))
-        statements = [(s, p) for s, p in captured if "referral" in s.lower()]
+        # the inbox SELECT (the read audit's INSERT of the rows shown names referrals too)
+        statements = [
+            (s, p)
+            for s, p in captured
+            if s.lstrip().upper().startswith("SELECT") and "from referral" in s.lower()
+        ]
         if status != 200 or not statements:
             raise SystemExit(f"in-process inbox request for {c['pharmacy']}: {status}, no SQL")
         statement, parameters = statements[-1]
