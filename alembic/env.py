@@ -6,6 +6,7 @@ from sqlmodel import SQLModel, create_engine
 import app.models  # noqa: F401  (registers every table)
 from alembic import context
 from app.core.config import settings
+from app.db.migrations import include_object_for
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -39,6 +40,7 @@ def _run(connection: object) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         render_as_batch=connection.dialect.name == "sqlite",  # type: ignore[attr-defined]
+        include_object=include_object_for(connection.dialect.name, target_metadata),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -7,8 +7,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Integer, MetaData, Table, inspect, select
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 from sqlmodel import SQLModel, create_engine
 
 import app.models  # noqa: F401  (registers every table on SQLModel.metadata)
@@ -18,8 +20,14 @@ from app.db import migrations
 
 def differences(engine: Engine, metadata: MetaData = SQLModel.metadata) -> list[Any]:
     with engine.connect() as connection:
+        include_object = migrations.include_object_for(connection.dialect.name, metadata)
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_object": include_object,
+            },
         )
         return list(compare_metadata(context, metadata))
 
@@ -115,3 +123,48 @@ def test_area_rollups_migration_sums_the_practice_rows(fresh_sqlite: tuple[str, 
     with fresh.connect() as connection:
         sides = connection.execute(select(rollup.c.side).distinct()).scalars().all()
     assert sorted(sides) == ["pharmacy", "practice"]
+
+
+def _directions_in_models(name: str) -> list[tuple[str, bool]]:
+    """(column, descending) for each column of the model index `name`."""
+    index = next(
+        index
+        for table in SQLModel.metadata.tables.values()
+        for index in table.indexes
+        if index.name == name
+    )
+    columns = []
+    for expression in index.expressions:
+        if isinstance(expression, UnaryExpression):
+            # desc("priority"): the modifier, and the column named by the textual reference
+            descending = expression.modifier is operators.desc_op
+            columns.append((str(expression.element.element), descending))
+        else:
+            assert isinstance(expression, Column)
+            columns.append((expression.name, False))
+    return columns
+
+
+def _directions_in_database(engine: Engine, name: str) -> list[tuple[str, bool]]:
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"PRAGMA index_xinfo('{name}')").all()
+            # (seqno, cid, name, desc, coll, key): key columns only, not the rowid
+            return [(str(row[2]), bool(row[3])) for row in rows if row[5]]
+        definition = connection.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": name}
+        ).scalar_one()
+    inside = definition[definition.index("(") + 1 : definition.rindex(")")]
+    return [
+        (part.split()[0], part.strip().endswith(" DESC"))
+        for part in (column.strip() for column in inside.split(","))
+    ]
+
+
+def test_sorted_indexes_have_the_models_directions(engine: Engine) -> None:
+    """What compare_metadata cannot see on SQLite (its reflection drops DESC), checked here."""
+    names = migrations.sorted_indexes(SQLModel.metadata)
+    assert "ix_referral_pharmacy_ods_status_priority_due_at" in names
+
+    for name in sorted(names):
+        assert _directions_in_database(engine, name) == _directions_in_models(name), name

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, desc
 from sqlmodel import Field, SQLModel
 
 from app.db.base import UTCDateTime, enum_column, utc_now
@@ -50,7 +50,16 @@ Phone = Annotated[
 
 class Referral(SQLModel, table=True):
     __table_args__ = (
-        Index("ix_referral_pharmacy_ods_status_due_at", "pharmacy_ods", "status", "due_at"),
+        # A pharmacy's inbox in its order (urgent first, then the soonest due): a page is the
+        # index's first rows, not a sort of every referral the pharmacy holds in that state.
+        Index(
+            "ix_referral_pharmacy_ods_status_priority_due_at",
+            "pharmacy_ods",
+            "status",
+            desc("priority"),
+            "due_at",
+            "id",
+        ),
         Index("ix_referral_referrer_ods_created_at", "referrer_ods", "created_at"),
         Index("ix_referral_updated_at", "updated_at"),
         Index("ix_referral_status_due_at", "status", "due_at"),

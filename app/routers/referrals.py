@@ -105,12 +105,12 @@ def read_referrals(
     ] = "newest",
     cursor: Annotated[str | None, Query(description="next_cursor from the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = settings.page_size_default,
-) -> ReferralsPublic:
+) -> Response:
     """List the referrals the caller may see, newest first or by urgency, with cursor paging."""
     filters = referral_service.ReferralFilter(
         status=status, service=service, created_since=since, due=due
     )
-    page, next_cursor = referral_service.list_referrals(
+    page, next_cursor = referral_service.list_referral_rows(
         session=session,
         caller=user,
         filters=filters,
@@ -119,9 +119,10 @@ def read_referrals(
         order=referral_service.ReferralOrder(order),
     )
     audit.record(page)
-    return ReferralsPublic(
+    listed = ReferralsPublic(
         data=[referral_service.to_public(r) for r in page], next_cursor=next_cursor
     )
+    return model_response(listed, status_code=200)
 
 
 @router.get(

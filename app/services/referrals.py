@@ -6,9 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, Table, and_, case, insert, or_
+from sqlalchemy import ColumnElement, SQLColumnExpression, Table, and_, insert, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
@@ -55,6 +56,7 @@ from app.services import organisations as organisation_service
 from app.services.references import new_reference
 
 URGENT = "urgent"  # the priority the pharmacy inbox puts first
+ROUTINE = "routine"
 
 ROLE_KIND = {
     Role.GP_PRACTICE: OrgKind.GP_PRACTICE,
@@ -452,26 +454,43 @@ class ReferralOrder(StrEnum):
     LAST_UPDATED = "last-updated"  # updated_at ascending: FHIR _lastUpdated polling
 
 
-SortValue = int | datetime | uuid.UUID
+SortValue = int | str | datetime | uuid.UUID
 
 
-def _urgency_rank() -> ColumnElement[int]:
-    return case((col(Referral.priority) == URGENT, 0), else_=1)
+class ReferralRow(SimpleNamespace):
+    """A referral's columns read without the ORM, as plain attributes with Referral's names
+    (read faster than a SQLAlchemy Row's, which are looked up by key on every access)."""
+
+
+_Listed = TypeVar("_Listed", Referral, ReferralRow)
+_COLUMNS = tuple(Referral.__table__.columns)  # type: ignore[attr-defined]
+
+
+# The urgency order sorts on the priority column itself, descending: both intakes store only
+# "routine" or "urgent", so "urgent" sorts first, and the inbox index
+# (pharmacy_ods, status, priority DESC, due_at, id) then returns a page in order without a sort.
+# (A CASE expression here cannot use an index: every received row of the pharmacy was sorted.)
+# The cursor keeps the rank (0 urgent, 1 routine) so it does not depend on the stored spelling.
+_RANK_PRIORITY = {0: URGENT, 1: ROUTINE}
+_PRIORITY_RANK = {URGENT: 0, ROUTINE: 1}
 
 
 def _sort_keys(order: ReferralOrder) -> list[tuple[SQLColumnExpression[Any], bool]]:
     """(expression, ascending) pairs, most significant first."""
     if order is ReferralOrder.URGENCY:
-        return [(_urgency_rank(), True), (col(Referral.due_at), True), (col(Referral.id), True)]
+        return [
+            (col(Referral.priority), False),
+            (col(Referral.due_at), True),
+            (col(Referral.id), True),
+        ]
     if order is ReferralOrder.LAST_UPDATED:
         return [(col(Referral.updated_at), True), (col(Referral.id), True)]
     return [(col(Referral.created_at), False), (col(Referral.id), False)]
 
 
-def _sort_values(order: ReferralOrder, referral: Referral) -> tuple[SortValue, ...]:
+def _sort_values(order: ReferralOrder, referral: Referral | ReferralRow) -> tuple[SortValue, ...]:
     if order is ReferralOrder.URGENCY:
-        rank = 0 if referral.priority == URGENT else 1
-        return rank, referral.due_at, referral.id
+        return _PRIORITY_RANK[referral.priority], referral.due_at, referral.id
     if order is ReferralOrder.LAST_UPDATED:
         return referral.updated_at, referral.id
     return referral.created_at, referral.id
@@ -486,6 +505,14 @@ def _after(
         ties = [key == value for (key, _), value in zip(keys[:i], values[:i], strict=True)]
         clauses.append(and_(*ties, expr > values[i] if ascending else expr < values[i]))
     return or_(*clauses)
+
+
+def _key_values(order: ReferralOrder, values: tuple[SortValue, ...]) -> tuple[SortValue, ...]:
+    """A cursor's values as the sort keys' values (the urgency rank as the priority it stands for)."""
+    if order is ReferralOrder.URGENCY:
+        rank, *rest = values
+        return (_RANK_PRIORITY[int(rank)], *rest)  # type: ignore[arg-type]
+    return values
 
 
 def encode_cursor(values: tuple[SortValue, ...]) -> str:
@@ -539,6 +566,42 @@ def list_referrals(
     order: ReferralOrder = ReferralOrder.NEWEST,
 ) -> tuple[list[Referral], str | None]:
     """Referrals the caller may see, in `order`, keyset paged."""
+    query = _list_query(caller=caller, filters=filters, cursor=cursor, order=order)
+    rows = list(session.exec(query.limit(limit + 1)).all())
+    return _paged(rows, limit=limit, order=order)
+
+
+def list_referral_rows(
+    *,
+    session: Session,
+    caller: User,
+    filters: ReferralFilter,
+    cursor: str | None,
+    limit: int,
+    order: ReferralOrder = ReferralOrder.NEWEST,
+) -> tuple[list[ReferralRow], str | None]:
+    """As list_referrals, but the page's rows as read (columns by name, without the ORM): for a
+    page that is only shown (to_public), where building and tracking 50 ORM objects cost more
+    than the query."""
+    query = _list_query(caller=caller, filters=filters, cursor=cursor, order=order)
+    result = session.execute(query.with_only_columns(*_COLUMNS).limit(limit + 1))
+    rows = [ReferralRow(**row._asdict()) for row in result]
+    return _paged(rows, limit=limit, order=order)
+
+
+def _paged(
+    rows: list[_Listed], *, limit: int, order: ReferralOrder
+) -> tuple[list[_Listed], str | None]:
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(_sort_values(order, page[-1]))
+    return page, next_cursor
+
+
+def _list_query(
+    *, caller: User, filters: ReferralFilter, cursor: str | None, order: ReferralOrder
+) -> SelectOfScalar[Referral]:
     query = _visible(select(Referral), caller)
     if filters.status is not None:
         query = query.where(Referral.status == filters.status)
@@ -563,14 +626,8 @@ def list_referrals(
         )
     keys = _sort_keys(order)
     if cursor is not None:
-        query = query.where(_after(keys, decode_cursor(cursor, order)))
-    query = query.order_by(*(expr.asc() if ascending else expr.desc() for expr, ascending in keys))
-    rows = list(session.exec(query.limit(limit + 1)).all())
-    page = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = encode_cursor(_sort_values(order, page[-1]))
-    return page, next_cursor
+        query = query.where(_after(keys, _key_values(order, decode_cursor(cursor, order))))
+    return query.order_by(*(expr.asc() if ascending else expr.desc() for expr, ascending in keys))
 
 
 # ---- JSON channel -------------------------------------------------------------------------------
@@ -633,7 +690,7 @@ def create_referral_from_json(
     )
 
 
-def to_public(referral: Referral) -> ReferralPublic:
+def to_public(referral: Referral | ReferralRow) -> ReferralPublic:
     bp = None
     if referral.bp_systolic is not None and referral.bp_diastolic is not None:
         bp = BloodPressureIn(
