@@ -1,5 +1,6 @@
 """The FastAPI application: routers, error handlers and middleware. No logic here."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -44,6 +45,15 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def _freeze_start_up_heap() -> None:
+    """Everything imported and built at start-up lives as long as the process: moved out of the
+    collector's reach, a full collection no longer walks it (90-115 ms a time, a request's worth
+    of latency, seen in the inbox benchmark). Once per process."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # Sync routes run in anyio's thread pool; no more threads than pooled connections, so a busy
@@ -69,6 +79,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
                     interval=settings.delivery_poll_interval_seconds,
                 )
             )
+        _freeze_start_up_heap()
         yield
         background.cancel_scope.cancel()
 

@@ -1,3 +1,4 @@
+import gc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,3 +342,14 @@ def test_connection_pool_exhausted_returns_503(client: TestClient, tmp_path: Pat
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"].isdigit()
     assert response.json()["error"] == "ServiceUnavailable"
+
+
+def test_start_up_heap_is_frozen_once_serving() -> None:
+    """A full garbage collection does not walk what start-up built (gc.freeze)."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+    with TestClient(app):
+        frozen = gc.get_freeze_count()
+
+    assert frozen > 10_000  # the application's modules, routes and models

@@ -15,14 +15,14 @@ server restarted), and a disconnect seen on any connection invalidates the whole
 first requests after an outage open fresh connections instead of failing on stale ones.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 from fastapi import Depends
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Executable, Result, event
+from sqlalchemy.engine import Connection, CursorResult, Engine, Row
 from sqlmodel import Session, create_engine
 
 from app.core.config import settings
@@ -81,12 +81,75 @@ def make_engine(url: str) -> Engine:
 engine = make_engine(settings.database_url)
 
 
+class RequestSession(Session):
+    """A request's session: it takes a pooled connection at its first statement and keeps it
+    until it is closed, across commits. A request commits more than once (the rate limit's
+    count, then its own work or the audit of its read), and a plain session hands its
+    connection back at every commit, so each transaction paid a pool checkout and its pre-ping
+    round trip again."""
+
+    def __init__(self, bind: Engine, **kwargs: Any) -> None:
+        super().__init__(bind=bind, **kwargs)
+        self._pool = bind
+        self._held: Connection | None = None
+
+    def get_bind(self, *_args: Any, **_kwargs: Any) -> Connection:
+        if self._held is None:
+            self._held = self._pool.connect()
+        return self._held
+
+    def execute_autocommitted(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]:
+        """Run one statement on its own, committed as it runs, and return its rows. On
+        PostgreSQL in autocommit mode, so without a transaction's BEGIN and COMMIT round trips,
+        then back to the default isolation level for what the request does next. Only between
+        the session's transactions."""
+        if self.in_transaction():
+            raise RuntimeError("execute_autocommitted inside a transaction")
+        connection = self.get_bind()
+        if connection.dialect.name != "postgresql":
+            rows = _rows(self.execute(statement, parameters))
+            self.commit()
+            return rows
+        default_level = connection.default_isolation_level
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            rows = _rows(connection.execute(statement, parameters))
+            connection.commit()  # ends the Connection's autobegun scope: no round trip
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.execution_options(isolation_level=default_level)
+        return rows
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            held, self._held = self._held, None
+            if held is not None:
+                held.close()
+
+
+def _rows(result: Result[Any]) -> Sequence[Row[Any]]:
+    if isinstance(result, CursorResult) and not result.returns_rows:
+        return ()  # an INSERT or UPDATE without RETURNING
+    return result.all()
+
+
+def request_session(bind: Engine) -> RequestSession:
+    return RequestSession(bind, expire_on_commit=False)
+
+
 async def get_session() -> AsyncIterator[Session]:
     """A session for the request. Opening one does no I/O (it takes a connection at its first
     statement), so it is made on the event loop rather than through a worker thread; closing it
-    goes to a thread only when it still holds a connection (a read that never committed, or a
-    failed request), since returning that connection to the pool rolls it back."""
-    session = Session(engine, expire_on_commit=False)
+    goes to a thread only when its connection is inside a transaction (a read that never
+    committed, or a failed request), since returning that connection to the pool rolls it back.
+    An idle connection goes back without a round trip."""
+    session = request_session(engine)
     try:
         yield session
     finally:

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from app.core.config import settings
 from app.db import session as db_session
-from app.db.session import get_session, make_engine
+from app.db.session import get_session, make_engine, request_session
 from app.main import app
 from app.models.enums import Role
 from app.routers import errors, health
@@ -32,7 +32,7 @@ BP_REFERRAL = Path(__file__).resolve().parents[2] / "app" / "fhir" / "example_bp
 
 def _use_engine(engine: Engine) -> None:
     def sessions() -> Iterator[Session]:
-        with Session(engine, expire_on_commit=False) as session:
+        with request_session(engine) as session:
             yield session
 
     app.dependency_overrides[get_session] = sessions

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
@@ -156,19 +157,21 @@ def test_lifecycle_action_is_not_a_read(client: TestClient, session: Session) ->
     assert len(reads(session)) == before
 
 
-def test_audit_failure_is_503_with_no_patient_data(
-    client: TestClient, session: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_audit_failure_is_503_with_no_patient_data(client: TestClient, session: Session) -> None:
     referral = make_referral(session)
     before = len(reads(session))
 
-    def unavailable(*_: Any) -> None:
-        raise OperationalError("INSERT INTO read_audit_referral", {}, Exception("disk full"))
+    def unavailable(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "INSERT INTO read_audit" in statement:
+            raise OperationalError(statement, {}, Exception("disk full"))
 
-    monkeypatch.setattr(audit_service, "insert", unavailable)
-
-    response = client.get(f"/api/v1/referrals/{referral.id}", headers=GP)
-    fhir = client.get(f"/fhir/ServiceRequest/{referral.id}", headers=GP)
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", unavailable)
+    try:
+        response = client.get(f"/api/v1/referrals/{referral.id}", headers=GP)
+        fhir = client.get(f"/fhir/ServiceRequest/{referral.id}", headers=GP)
+    finally:
+        event.remove(connection, "before_cursor_execute", unavailable)
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from app.core.errors import AppError
 from app.db.base import utc_now
-from app.db.session import get_session, make_engine
+from app.db.session import get_session, make_engine, request_session
 from app.main import app
 from app.models.delivery import OutboxMessage
 from app.models.enums import ReferralStatus, Role
@@ -122,7 +122,7 @@ def live_client(engine: Engine) -> Iterator[TestClient]:
     app_engine = make_engine(engine.url.render_as_string(hide_password=False))
 
     def sessions() -> Iterator[Session]:
-        with Session(app_engine, expire_on_commit=False) as session:
+        with request_session(app_engine) as session:
             yield session
 
     started = utc_now()

@@ -3,14 +3,15 @@ threads, the window reset, Retry-After, clock skew between hosts, and tidying.""
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from app.db.session import request_session
 from app.models.rate_limit import RateLimitCounter
 from app.services import rate_limit
 
@@ -97,8 +98,12 @@ def key(engine: Engine) -> Iterator[str]:
         session.commit()
 
 
-def test_sessions_of_different_processes_share_one_count(engine: Engine, key: str) -> None:
-    with Session(engine) as first, Session(engine) as second:
+@pytest.mark.parametrize("make_session", [Session, request_session], ids=["session", "request"])
+def test_sessions_of_different_processes_share_one_count(
+    engine: Engine, key: str, make_session: Callable[[Engine], Session]
+) -> None:
+    """Also through a request's session, which counts outside any transaction (autocommit)."""
+    with make_session(engine) as first, make_session(engine) as second:
         a = rate_limit.hit(session=first, key=key, limit=2, now=T0)
         b = rate_limit.hit(session=second, key=key, limit=2, now=T0)
         c = rate_limit.hit(session=first, key=key, limit=2, now=T0)
@@ -129,3 +134,15 @@ def test_concurrent_hits_are_counted_exactly(engine: Engine, key: str) -> None:
 
     assert sorted(d.count for d in decisions) == list(range(1, threads * each + 1))
     assert sum(d.allowed for d in decisions) == limit
+
+
+def test_counters_are_unlogged_on_postgresql(engine: Engine) -> None:
+    """Counting writes no WAL, so a request's count commits without a disk flush."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("UNLOGGED tables are PostgreSQL's")
+    with engine.connect() as connection:
+        persistence = connection.execute(
+            text("SELECT relpersistence FROM pg_class WHERE relname = 'rate_limit_counter'")
+        ).scalar_one()
+
+    assert persistence == "u"

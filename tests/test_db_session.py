@@ -1,0 +1,121 @@
+"""The request session: one pooled connection for the whole request, across its commits, and a
+single statement run outside any transaction (autocommit on PostgreSQL) for the rate limit."""
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, event, insert, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, col, create_engine
+
+from app.db.session import request_session
+from app.models.rate_limit import RateLimitCounter
+
+_counter = RateLimitCounter.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def pooled(engine: Engine) -> Iterator[Engine]:
+    """An engine of its own on the test database, so its checkouts can be counted."""
+    own = create_engine(engine.url.render_as_string(hide_password=False))
+    yield own
+    own.dispose()
+
+
+@pytest.fixture
+def keys(engine: Engine) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    with Session(engine) as session:
+        session.execute(delete(RateLimitCounter).where(col(RateLimitCounter.client_key).in_(made)))
+        session.commit()
+
+
+def _new_key(keys: list[str]) -> str:
+    keys.append(f"client:TEST:{uuid.uuid4()}")
+    return keys[-1]
+
+
+def _stored(engine: Engine, key: str) -> int | None:
+    """The key's hits as another connection sees them (committed data only)."""
+    with engine.connect() as other:
+        return other.execute(
+            select(_counter.c.hits).where(_counter.c.client_key == key)
+        ).scalar_one_or_none()
+
+
+def _add(key: str) -> Any:
+    return insert(_counter).values(client_key=key, window_index=1, hits=1)
+
+
+def test_one_checkout_for_a_request_that_commits_twice(
+    pooled: Engine, engine: Engine, keys: list[str]
+) -> None:
+    checkouts: list[int] = []
+    event.listen(pooled, "checkout", lambda *_: checkouts.append(1))
+    first, second = _new_key(keys), _new_key(keys)
+
+    with request_session(pooled) as session:
+        session.execute(_add(first))
+        session.commit()
+        session.execute(_add(second))
+        session.commit()
+
+    assert len(checkouts) == 1
+    assert _stored(engine, first) == 1
+    assert _stored(engine, second) == 1
+    assert pooled.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_autocommitted_statement_is_committed_before_the_session_commits(
+    pooled: Engine, engine: Engine, keys: list[str]
+) -> None:
+    key = _new_key(keys)
+    with request_session(pooled) as session:
+        rows = session.execute_autocommitted(_add(key).returning(_counter.c.hits), {})
+
+        assert [row.hits for row in rows] == [1]
+        assert not session.in_transaction()
+        assert _stored(engine, key) == 1
+
+
+def test_what_follows_an_autocommitted_statement_is_a_transaction_again(
+    pooled: Engine, engine: Engine, keys: list[str]
+) -> None:
+    counted, pending = _new_key(keys), _new_key(keys)
+    with request_session(pooled) as session:
+        session.execute_autocommitted(_add(counted), {})
+        session.execute(_add(pending))
+
+        assert _stored(engine, pending) is None  # not yet committed: a transaction
+        session.rollback()
+
+    assert _stored(engine, pending) is None
+    assert _stored(engine, counted) == 1
+
+
+def test_a_failed_autocommitted_statement_leaves_the_session_usable(
+    pooled: Engine, engine: Engine, keys: list[str]
+) -> None:
+    key = _new_key(keys)
+    with request_session(pooled) as session:
+        with pytest.raises(DBAPIError):
+            session.execute_autocommitted(text("SELECT * FROM no_such_table"), {})
+        session.execute(_add(key))
+        assert _stored(engine, key) is None
+        session.commit()
+
+    assert _stored(engine, key) == 1
+
+
+def test_autocommitted_statement_is_refused_inside_a_transaction(
+    pooled: Engine, keys: list[str]
+) -> None:
+    with request_session(pooled) as session:
+        session.execute(_add(_new_key(keys)))
+        with pytest.raises(RuntimeError):
+            session.execute_autocommitted(_add(_new_key(keys)), {})
+        session.rollback()
