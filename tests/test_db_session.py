@@ -1,8 +1,9 @@
-"""The request session: one pooled connection for the whole request, across its commits, and a
-single statement run outside any transaction (autocommit on PostgreSQL) for the rate limit."""
+"""The request session: one pooled connection for the whole request, across its commits, and
+single statements run outside any transaction (autocommit on PostgreSQL): the rate limit's
+count, the inbox page's read and the audit of that read."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, create_engine
 
-from app.db.session import request_session
+from app.db.session import execute_committed, execute_read, request_session
 from app.models.rate_limit import RateLimitCounter
 
 _counter = RateLimitCounter.__table__  # type: ignore[attr-defined]
@@ -119,3 +120,37 @@ def test_autocommitted_statement_is_refused_inside_a_transaction(
         with pytest.raises(RuntimeError):
             session.execute_autocommitted(_add(_new_key(keys)), {})
         session.rollback()
+
+
+def test_a_read_between_transactions_opens_none(pooled: Engine, keys: list[str]) -> None:
+    key = _new_key(keys)
+    with request_session(pooled) as session:
+        session.execute_autocommitted(_add(key), {})
+        query = select(_counter.c.hits).where(_counter.c.client_key == key)
+
+        assert [row.hits for row in execute_read(session, query)] == [1]
+        assert not session.in_transaction()
+
+
+def test_a_read_inside_a_transaction_sees_its_writes(pooled: Engine, keys: list[str]) -> None:
+    key = _new_key(keys)
+    with request_session(pooled) as session:
+        session.execute(_add(key))
+        query = select(_counter.c.hits).where(_counter.c.client_key == key)
+
+        assert [row.hits for row in execute_read(session, query)] == [1]
+        assert session.in_transaction()
+        session.rollback()
+
+
+@pytest.mark.parametrize("make_session", [Session, request_session], ids=["session", "request"])
+def test_execute_committed_commits_on_any_session(
+    pooled: Engine, engine: Engine, keys: list[str], make_session: Callable[[Engine], Session]
+) -> None:
+    key = _new_key(keys)
+    with make_session(pooled) as session:
+        rows = execute_committed(session, _add(key).returning(_counter.c.hits))
+
+        assert [row.hits for row in rows] == [1]
+        assert not session.in_transaction()
+        assert _stored(engine, key) == 1

@@ -139,6 +139,30 @@ def _rows(result: Result[Any]) -> Sequence[Row[Any]]:
     return result.all()
 
 
+def execute_committed(
+    session: Session, statement: Executable, parameters: Mapping[str, Any] | None = None
+) -> Sequence[Row[Any]]:
+    """One statement committed on its own (and all the session had pending with it), its rows
+    returned. A request's session between transactions runs it in autocommit mode: one round
+    trip instead of BEGIN, the statement and COMMIT."""
+    if isinstance(session, RequestSession) and not session.in_transaction():
+        return session.execute_autocommitted(statement, parameters or {})
+    rows = _rows(session.execute(statement, parameters))
+    session.commit()
+    return rows
+
+
+def execute_read(
+    session: Session, statement: Executable, parameters: Mapping[str, Any] | None = None
+) -> Sequence[Row[Any]]:
+    """One read statement's rows. A request's session between transactions runs it on its own
+    in autocommit mode (one statement sees one snapshot either way), saving BEGIN's round trip;
+    otherwise it runs in the session's transaction."""
+    if isinstance(session, RequestSession) and not session.in_transaction():
+        return session.execute_autocommitted(statement, parameters or {})
+    return _rows(session.execute(statement, parameters))
+
+
 def request_session(bind: Engine) -> RequestSession:
     return RequestSession(bind, expire_on_commit=False)
 

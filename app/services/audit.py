@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from app.core.errors import BadRequest, Issue, ServiceUnavailable
 from app.db.base import utc_now
+from app.db.session import execute_committed
 from app.logging import current_request
 from app.models.audit import ReadAudit, ReadAuditPublic, ReadAuditReferral
 from app.models.user import User
@@ -50,7 +51,8 @@ def record_read(
     }
     try:
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(_INSERT_READ_WITH_REFERRALS, {**entry, "referral_ids": ids})
+            # one statement, committed (on its own, between transactions) before this returns
+            execute_committed(session, _INSERT_READ_WITH_REFERRALS, {**entry, "referral_ids": ids})
         else:
             audit_id = session.execute(_INSERT_READ, entry).scalar_one()
             if ids:
@@ -61,7 +63,7 @@ def record_read(
                         for referral_id in ids
                     ],
                 )
-        session.commit()
+            session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
         logger.error("read audit not written for %s %s: %s", method, route, type(exc).__name__)

@@ -19,7 +19,7 @@ from sqlalchemy import Integer, bindparam, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
-from app.db.session import RequestSession
+from app.db.session import execute_committed
 from app.models.rate_limit import RateLimitCounter
 
 WINDOW_SECONDS = 60
@@ -75,11 +75,7 @@ def hit(*, session: Session, key: str, limit: int, now: datetime) -> Decision:
     # writes no WAL, so its commit waits for no disk flush. A request's session runs it in
     # autocommit mode: one round trip, no BEGIN or COMMIT.
     upsert = _UPSERTS[session.get_bind().dialect.name]
-    if isinstance(session, RequestSession):
-        row = session.execute_autocommitted(upsert, parameters)[0]
-    else:
-        row = session.execute(upsert, parameters).one()
-        session.commit()
+    (row,) = execute_committed(session, upsert, parameters)
     count, counted_window = row.hits, row.window_index
     retry_after = max(1, math.ceil((counted_window + 1) * WINDOW_SECONDS - instant))
     return Decision(allowed=count <= limit, limit=limit, count=count, retry_after=retry_after)

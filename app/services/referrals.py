@@ -28,6 +28,7 @@ from app.core.errors import (
     Unprocessable,
 )
 from app.db.base import utc_now
+from app.db.session import execute_read
 from app.models.enums import (
     DueState,
     Intake,
@@ -584,7 +585,7 @@ def list_referral_rows(
     page that is only shown (to_public), where building and tracking 50 ORM objects cost more
     than the query."""
     query = _list_query(caller=caller, filters=filters, cursor=cursor, order=order)
-    result = session.execute(query.with_only_columns(*_COLUMNS).limit(limit + 1))
+    result = execute_read(session, query.with_only_columns(*_COLUMNS).limit(limit + 1))
     rows = [ReferralRow(**row._asdict()) for row in result]
     return _paged(rows, limit=limit, order=order)
 
