@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, desc
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, desc, text
 from sqlmodel import Field, SQLModel
 
 from app.db.base import UTCDateTime, enum_column, utc_now
@@ -48,6 +48,9 @@ Phone = Annotated[
 ]
 
 
+OPEN_UNMARKED = "overdue_at IS NULL AND (status = 'accepted' OR status = 'received')"
+
+
 class Referral(SQLModel, table=True):
     __table_args__ = (
         # A pharmacy's inbox in its order (urgent first, then the soonest due): a page is the
@@ -63,6 +66,15 @@ class Referral(SQLModel, table=True):
         Index("ix_referral_referrer_ods_created_at", "referrer_ods", "created_at"),
         Index("ix_referral_updated_at", "updated_at"),
         Index("ix_referral_status_due_at", "status", "due_at"),
+        # The sweep's overdue claim: only open referrals not yet marked overdue (a small index;
+        # the (status, due_at) one holds every open referral past due, marked or not).
+        Index(
+            "ix_referral_due_at_open_unmarked",
+            "due_at",
+            "id",
+            postgresql_where=text(OPEN_UNMARKED),
+            sqlite_where=text(OPEN_UNMARKED),
+        ),
         # /metrics counts referrals by service and state: an index-only scan instead of the table
         Index("ix_referral_service_status", "service", "status"),
     )

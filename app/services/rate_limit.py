@@ -67,7 +67,7 @@ _UPSERTS = {dialect: _upsert(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 def hit(*, session: Session, key: str, limit: int, now: datetime) -> Decision:
-    """Count one request for `key` and decide it (one short transaction)."""
+    """Count one request for `key` and decide it (one statement, committed on its own)."""
     instant = now.timestamp()
     window = math.floor(instant / WINDOW_SECONDS)
     parameters = {"key": key, "window": window}

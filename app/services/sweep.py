@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
-from sqlalchemy import and_, or_, update
+from sqlalchemy import BindParameter, and_, bindparam, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -83,22 +83,36 @@ def _claim(query: SelectOfScalar[Referral], limit: int) -> SelectOfScalar[Referr
 
 def no_contact_query(*, now: datetime, limit: int) -> SelectOfScalar[Referral] | None:
     """Received referrals past their due time and grace period (None when no service has one)."""
+    grace = settings.no_contact_grace_hours
     windows = [
         and_(col(Referral.service) == service, col(Referral.due_at) <= now - timedelta(hours=hours))
-        for service, hours in settings.no_contact_grace_hours.items()
+        for service, hours in grace.items()
     ]
     if not windows:
         return None
+    # The shortest grace bounds them all: a range on the (status, due_at) index, so the claim
+    # reads only received referrals past it, not every received referral.
+    earliest = now - timedelta(hours=min(grace.values()))
     return _claim(
-        select(Referral).where(Referral.status == ReferralStatus.RECEIVED, or_(*windows)), limit
+        select(Referral).where(
+            Referral.status == ReferralStatus.RECEIVED,
+            col(Referral.due_at) <= earliest,
+            or_(*windows),
+        ),
+        limit,
     )
 
 
 def overdue_query(*, now: datetime, limit: int) -> SelectOfScalar[Referral]:
     """Open referrals past their due time that are not yet marked overdue."""
+    # The states as literals, so PostgreSQL can match the partial index
+    # ix_referral_due_at_open_unmarked even in a generic plan of the prepared statement.
+    open_states: BindParameter[list[str]] = bindparam(
+        "open_states", sorted(lifecycle.OPEN), expanding=True, literal_execute=True
+    )
     return _claim(
         select(Referral).where(
-            col(Referral.status).in_(sorted(lifecycle.OPEN)),
+            col(Referral.status).in_(open_states),
             col(Referral.due_at) <= now,
             col(Referral.overdue_at).is_(None),
         ),
