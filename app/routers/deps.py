@@ -27,7 +27,6 @@ from app.models.user import User
 from app.services import audit as audit_service
 from app.services import rate_limit
 from app.services import referrals as referral_service
-from app.services.referrals import ReferralRow
 
 logger = logging.getLogger("pharmref.rate_limit")
 
@@ -96,7 +95,9 @@ class ReadAuditor:
     method: str
     route: str
 
-    def record(self, referrals: Referral | Iterable[Referral | ReferralRow]) -> None:
+    def record(
+        self, referrals: Referral | Iterable[Referral | referral_service.ReferralRow]
+    ) -> None:
         """Record the referrals shown; an answer that shows none (an empty search) disclosed
         nothing, and a poll that finds nothing new writes nothing."""
         shown = [referrals] if isinstance(referrals, Referral) else list(referrals)

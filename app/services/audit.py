@@ -77,20 +77,9 @@ def record_read(
 # on its round trip.
 _read_audit = ReadAudit.__table__  # type: ignore[attr-defined]
 _read_audit_referral = ReadAuditReferral.__table__  # type: ignore[attr-defined]
-_ENTRY_COLUMNS = (
-    "at",
-    "actor_subject",
-    "actor_org",
-    "actor_role",
-    "method",
-    "route",
-    "request_id",
-    "correlation_id",
-    "referral_count",
-)
 _INSERT_READ = (
     insert(_read_audit)
-    .values({name: bindparam(name) for name in _ENTRY_COLUMNS})
+    .values({c.name: bindparam(c.name) for c in _read_audit.c if c.name != "id"})
     .returning(_read_audit.c.id)
 )
 _INSERT_READ_REFERRAL = insert(_read_audit_referral)

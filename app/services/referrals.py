@@ -473,7 +473,7 @@ _COLUMNS = tuple(Referral.__table__.columns)  # type: ignore[attr-defined]
 # (A CASE expression here cannot use an index: every received row of the pharmacy was sorted.)
 # The cursor keeps the rank (0 urgent, 1 routine) so it does not depend on the stored spelling.
 _RANK_PRIORITY = {0: URGENT, 1: ROUTINE}
-_PRIORITY_RANK = {URGENT: 0, ROUTINE: 1}
+_PRIORITY_RANK = {priority: rank for rank, priority in _RANK_PRIORITY.items()}
 
 
 def _sort_keys(order: ReferralOrder) -> list[tuple[SQLColumnExpression[Any], bool]]:
