@@ -44,6 +44,7 @@ if "sniffio" not in sys.modules:
         sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 import httpx
+import rawhttp
 
 ROOT = Path(__file__).resolve().parents[1]
 FHIR_EXAMPLE = ROOT / "app" / "fhir" / "example_bp_referral.json"
@@ -227,8 +228,46 @@ class Runner:
             results.record(response.status_code, elapsed_ms, "" if ok else response.text)
 
 
+class RawRunner:
+    """Runner's protocol over bench/rawhttp.py connections: the fixed part of each request is
+    rendered once, so a request costs the generator a UUID, one bytes format and a parse of the
+    status line."""
+
+    def __init__(self, connections: list[rawhttp.Connection], workload: Workload) -> None:
+        self.idle: asyncio.Queue[rawhttp.Connection] = asyncio.Queue()
+        for connection in connections:
+            self.idle.put_nowait(connection)
+        self.workload = workload
+        self.head = connections[0].prepare(workload.method, workload.path, workload.headers)
+        self.fresh = f"{workload.per_request_header}: ".encode()
+        self.sent = 0
+
+    async def one(self, results: Results | None, started: float) -> None:
+        w = self.workload
+        body = w.bodies[self.sent % len(w.bodies)]
+        self.sent += 1
+        extra = b"%s%s\r\n" % (self.fresh, str(uuid.uuid4()).encode())
+        connection = await self.idle.get()
+        try:
+            response = await connection.send(self.head, body, extra)
+        except (OSError, rawhttp.ProtocolError) as exc:
+            if results is not None:
+                results.record(None, 0.0, f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self.idle.put_nowait(connection)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if results is not None:
+            ok = 200 <= response.status_code < 300
+            results.record(response.status_code, elapsed_ms, "" if ok else response.text)
+
+
 async def closed_loop(
-    runner: Runner, results: Results | None, concurrency: int, duration: float, ramp: float = 0.0
+    runner: "Runner | RawRunner",
+    results: Results | None,
+    concurrency: int,
+    duration: float,
+    ramp: float = 0.0,
 ) -> float:
     """`ramp` spreads the workers' first requests (and so their connects) over that many seconds."""
     deadline = time.perf_counter() + duration
@@ -243,7 +282,9 @@ async def closed_loop(
     return time.perf_counter() - begun
 
 
-async def open_loop(runner: Runner, results: Results | None, rate: float, duration: float) -> float:
+async def open_loop(
+    runner: "Runner | RawRunner", results: Results | None, rate: float, duration: float
+) -> float:
     interval = 1.0 / rate
     total = int(rate * duration)
     begun = time.perf_counter()
@@ -275,6 +316,7 @@ def summarise(
     return {
         "kind": args.kind,
         "mode": f"open-loop {args.rate:g} req/s" if args.rate else "closed-loop",
+        "client": args.client,
         "pool": args.pool,
         "concurrency": args.concurrency,
         "duration_s": args.duration,
@@ -315,6 +357,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         token = args.token or mint_token()
         workload = fhir_workload(token) if args.kind == "fhir" else json_workload(token)
+    if args.client == "raw":
+        connections = [rawhttp.Connection.for_url(args.url) for _ in range(args.concurrency)]
+        try:
+            return await drive_runner(args, RawRunner(connections, workload))
+        finally:
+            for connection in connections:
+                connection.close()
     # pool=None: in open-loop mode a request may wait for a free connection; that wait is latency.
     timeout = httpx.Timeout(args.timeout, pool=None)
     shards = args.concurrency if args.pool == "sharded" else 1
@@ -337,26 +386,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             for _ in range(shards)
         ]
-        runner = Runner(clients * per_client, workload)
-        drive: Callable[[Results | None, float], Awaitable[float]]
-        if args.rate:
-            drive = lambda res, secs: open_loop(runner, res, args.rate, secs)  # noqa: E731
-        else:
-            drive = lambda res, secs: closed_loop(runner, res, args.concurrency, secs)  # noqa: E731
-        if args.warmup > 0 and not args.rate:
-            # Connections opened all at once tend to land on one server worker (they share one
-            # listening socket); opening them over half the warm-up spreads them as real traffic would.
-            await closed_loop(runner, None, args.concurrency, args.warmup, ramp=args.warmup / 2)
-        elif args.warmup > 0:
-            await drive(None, args.warmup)
-        results = Results()
-        if args.markers:  # bench/run.py reads the server's CPU time at these two lines
-            print(MEASURING, flush=True)
-        cpu_before = cpu_time()
-        elapsed = await drive(results, args.duration)
-        cpu_seconds = cpu_time() - cpu_before
-        if args.markers:
-            print(MEASURED, flush=True)
+        return await drive_runner(args, Runner(clients * per_client, workload))
+
+
+async def drive_runner(args: argparse.Namespace, runner: "Runner | RawRunner") -> dict[str, Any]:
+    drive: Callable[[Results | None, float], Awaitable[float]]
+    if args.rate:
+        drive = lambda res, secs: open_loop(runner, res, args.rate, secs)  # noqa: E731
+    else:
+        drive = lambda res, secs: closed_loop(runner, res, args.concurrency, secs)  # noqa: E731
+    if args.warmup > 0 and not args.rate:
+        # Connections opened all at once tend to land on one server worker (they share one
+        # listening socket); opening them over half the warm-up spreads them as real traffic would.
+        await closed_loop(runner, None, args.concurrency, args.warmup, ramp=args.warmup / 2)
+    elif args.warmup > 0:
+        await drive(None, args.warmup)
+    results = Results()
+    if args.markers:  # bench/run.py reads the server's CPU time at these two lines
+        print(MEASURING, flush=True)
+    cpu_before = cpu_time()
+    elapsed = await drive(results, args.duration)
+    cpu_seconds = cpu_time() - cpu_before
+    if args.markers:
+        print(MEASURED, flush=True)
     return summarise(args, results, elapsed, cpu_seconds)
 
 
@@ -395,6 +447,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--rate", type=float, default=None, help="open loop at this many req/s")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="bench/rawhttp.py (default: tens of microseconds of CPU a request) or httpx",
+    )
     parser.add_argument(
         "--pool",
         choices=["sharded", "shared"],

@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import ssl
 import subprocess
 import sys
 import time
@@ -36,12 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# isort: off
-# intake installs the sniffio shim when imported, which must happen before httpx is imported
 import intake
-import httpx
-
-# isort: on
+import rawhttp
 
 ROOT = intake.ROOT
 GP_ODS = "A81001"
@@ -120,7 +115,7 @@ class Lifecycles:
 
     async def _step(
         self,
-        client: httpx.AsyncClient,
+        client: rawhttp.Connection,
         tally: Tally | None,
         step: str,
         path: str,
@@ -133,8 +128,8 @@ class Lifecycles:
         A 2xx with another status or other field values counts as an error of the step."""
         started = time.perf_counter()
         try:
-            response = await client.post(path, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await client.request("POST", path, headers=headers, content=body)
+        except (OSError, rawhttp.ProtocolError) as exc:
             if tally is not None:
                 tally.steps[step].record(None, 0.0, f"{type(exc).__name__}: {exc}")
             return None
@@ -159,7 +154,7 @@ class Lifecycles:
                 tally.steps[step].record(response.status_code, elapsed_ms, detail)
         return None
 
-    async def one(self, client: httpx.AsyncClient, tally: Tally | None) -> None:
+    async def one(self, client: rawhttp.Connection, tally: Tally | None) -> None:
         """Run one lifecycle; stop at the first step that does not answer as it must."""
         body = self.bodies[self.sent % len(self.bodies)]
         self.sent += 1
@@ -208,7 +203,7 @@ class Lifecycles:
 
 async def closed_loop(
     lifecycles: Lifecycles,
-    clients: list[httpx.AsyncClient],
+    clients: list[rawhttp.Connection],
     tally: Tally | None,
     duration: float,
     ramp: float = 0.0,
@@ -216,7 +211,7 @@ async def closed_loop(
     """Each worker owns one client (one connection); `ramp` spreads their first connects."""
     deadline = time.perf_counter() + duration
 
-    async def worker(index: int, client: httpx.AsyncClient) -> None:
+    async def worker(index: int, client: rawhttp.Connection) -> None:
         await asyncio.sleep(ramp * index / len(clients))
         while time.perf_counter() < deadline:
             await lifecycles.one(client, tally)
@@ -281,23 +276,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gp_token = args.token or mint("gp-practice", GP_ODS)
     pharmacy_token = args.pharmacy_token or mint("pharmacy", PHARMACY_ODS)
     lifecycles = Lifecycles(gp_token, pharmacy_token, referral_bodies(intake.BODY_VARIANTS))
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60)
-    timeout = httpx.Timeout(args.timeout, pool=None)
-    tls = ssl.create_default_context()
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=args.url,
-                    http1=True,
-                    http2=False,
-                    limits=limits,
-                    timeout=timeout,
-                    verify=tls,
-                )
-            )
-            for _ in range(args.concurrency)
-        ]
+    # One keep-alive connection per worker, through bench/rawhttp.py (a few tens of microseconds
+    # of generator CPU a request, where httpx spent about a millisecond).
+    clients = [rawhttp.Connection.for_url(args.url) for _ in range(args.concurrency)]
+    try:
         if args.warmup > 0:
             # connections opened over half the warm-up spread over both server workers
             await closed_loop(lifecycles, clients, None, args.warmup, ramp=args.warmup / 2)
@@ -309,6 +291,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_seconds = intake.cpu_time() - cpu_before
         if args.markers:
             print(intake.MEASURED, flush=True)
+    finally:
+        for client in clients:
+            client.close()
     return summarise(args, tally, elapsed, cpu_seconds)
 
 

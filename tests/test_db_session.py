@@ -2,6 +2,7 @@
 single statements run outside any transaction (autocommit on PostgreSQL): the rate limit's
 count, the inbox page's read and the audit of that read."""
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,8 +12,10 @@ from sqlalchemy import delete, event, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, create_engine
+from sqlmodel import select as sqlmodel_select
 
-from app.db.session import execute_committed, execute_read, request_session
+from app.db.session import execute_committed, execute_read, make_engine, request_session
+from app.models.organisation import Organisation
 from app.models.rate_limit import RateLimitCounter
 
 _counter = RateLimitCounter.__table__  # type: ignore[attr-defined]
@@ -154,3 +157,41 @@ def test_execute_committed_commits_on_any_session(
         assert [row.hits for row in rows] == [1]
         assert not session.in_transaction()
         assert _stored(engine, key) == 1
+
+
+def test_an_entity_read_between_transactions_opens_none(pooled: Engine) -> None:
+    with request_session(pooled) as session:
+        rows = execute_read(
+            session, sqlmodel_select(Organisation).where(col(Organisation.ods_code) == "FA001")
+        )
+
+        organisation = rows[0][0]
+        assert isinstance(organisation, Organisation)
+        assert organisation in session  # loaded into the session as any query loads it
+        assert not session.in_transaction()
+
+
+def test_a_connection_the_server_dropped_is_replaced_at_checkout_without_a_ping(
+    engine: Engine,
+) -> None:
+    """The pool checks a connection it hands out without a round trip (no `SELECT 1`): one the
+    server has closed since it was last used is replaced, and the request never sees it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("needs a PostgreSQL server to drop the connection")
+    own = make_engine(engine.url.render_as_string(hide_password=False))
+    statements: list[str] = []
+    event.listen(own, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        with request_session(own) as session:
+            (row,) = execute_read(session, text("SELECT pg_backend_pid()"))
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": row[0]})
+        time.sleep(0.2)  # the server's goodbye reaches the pooled connection's socket
+        statements.clear()
+        with request_session(own) as session:
+            (again,) = execute_read(session, text("SELECT pg_backend_pid()"))
+    finally:
+        own.dispose()
+
+    assert again[0] != row[0]
+    assert statements == ["SELECT pg_backend_pid()"]

@@ -10,24 +10,32 @@ wait and a 503 (app/routers/errors.py), never a hang, and so that the process re
 | a statement on the server         | `PHARMREF_DB_STATEMENT_TIMEOUT_SECONDS` (statement_timeout) |
 | a server that vanished mid-query  | TCP keepalives: about KEEPALIVE_IDLE + INTERVAL x COUNT s    |
 
-Recovery: `pool_pre_ping` tests a pooled connection before handing it out (and replaces it if the
-server restarted), and a disconnect seen on any connection invalidates the whole pool, so the
-first requests after an outage open fresh connections instead of failing on stale ones.
+Recovery: the pool checks a pooled connection before handing it out, without a round trip (see
+`_replace_if_closed`), and replaces it if the server restarted or dropped it; a disconnect seen on
+any connection invalidates the whole pool, so the first requests after an outage open fresh
+connections instead of failing on stale ones.
 """
 
+import select
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 from fastapi import Depends
+from psycopg.pq import ConnStatus
 from sqlalchemy import Executable, Result, event
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, create_engine
 
 from app.core.config import settings
 
 KEEPALIVE_IDLE_SECONDS = 5
+# Set in session.info while a read commits on its own: what is gathered for the request's write
+# (app/db/writes.py) is not that commit's to write.
+READING = "pharmref.reading"
 KEEPALIVE_INTERVAL_SECONDS = 2
 KEEPALIVE_COUNT = 3
 
@@ -68,14 +76,32 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(new_engine, "connect", _sqlite_pragmas)
         return new_engine
-    return create_engine(
+    new_engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
         pool_timeout=settings.db_pool_timeout_seconds,
         connect_args=postgres_connect_args(),
     )
+    event.listen(new_engine, "checkout", _replace_if_closed)
+    return new_engine
+
+
+def _replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """The pool's check of a connection it hands out, without a round trip: an idle connection
+    has nothing to read, so a socket that is readable (the server's goodbye, or its end of the
+    stream) or a connection libpq has given up on is replaced (DisconnectionError makes the pool
+    drop it and take another). A server that vanished without a word is found by the first
+    statement, bounded by the TCP keepalives, as a `SELECT 1` ping would be found."""
+    pgconn = dbapi_connection.pgconn
+    if dbapi_connection.closed or pgconn.status != ConnStatus.OK:
+        raise DisconnectionError("connection closed")
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError) as exc:
+        raise DisconnectionError("connection socket unusable") from exc
+    if readable:
+        raise DisconnectionError("the server closed the connection or sent an unprompted message")
 
 
 engine = make_engine(settings.database_url)
@@ -85,8 +111,7 @@ class RequestSession(Session):
     """A request's session: it takes a pooled connection at its first statement and keeps it
     until it is closed, across commits. A request commits more than once (the rate limit's
     count, then its own work or the audit of its read), and a plain session hands its
-    connection back at every commit, so each transaction paid a pool checkout and its pre-ping
-    round trip again."""
+    connection back at every commit, so each transaction paid a pool checkout again."""
 
     def __init__(self, bind: Engine, **kwargs: Any) -> None:
         super().__init__(bind=bind, **kwargs)
@@ -104,25 +129,54 @@ class RequestSession(Session):
         """Run one statement on its own, committed as it runs, and return its rows. On
         PostgreSQL in autocommit mode, so without a transaction's BEGIN and COMMIT round trips,
         then back to the default isolation level for what the request does next. Only between
-        the session's transactions."""
+        the session's transactions.
+
+        A SELECT runs through the session, so a SELECT of table models loads them into the
+        session as any query does; anything else runs on the connection, without an autoflush.
+        Changes gathered for the request's write (app/db/writes.py) stay pending meanwhile."""
         if self.in_transaction():
             raise RuntimeError("execute_autocommitted inside a transaction")
         connection = self.get_bind()
+        through_session = bool(getattr(statement, "is_select", False))
+        if through_session and (self.new or self.dirty or self.deleted):
+            raise RuntimeError("an autocommitted read would flush the session's ORM changes")
         if connection.dialect.name != "postgresql":
-            rows = _rows(self.execute(statement, parameters))
-            self.commit()
+            self.info[READING] = True
+            try:
+                rows = _rows(self.execute(statement, parameters))
+                self.commit()
+            finally:
+                self.info.pop(READING, None)
             return rows
-        default_level = connection.default_isolation_level
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+        # psycopg's own switch, not SQLAlchemy's isolation-level option: setting a flag on an
+        # idle connection, no statement and none of SQLAlchemy's characteristic bookkeeping.
+        # SQLAlchemy's begin and commit around the statement are then no-ops at the server.
+        driver: Any = connection.connection.driver_connection
+        driver.autocommit = True
         try:
-            rows = _rows(connection.execute(statement, parameters))
-            connection.commit()  # ends the Connection's autobegun scope: no round trip
+            if through_session:
+                self.info[READING] = True
+                rows = _rows(self.execute(statement, parameters))
+                self.commit()  # ends the session's autobegun transaction: no round trip
+            else:
+                rows = _rows(connection.execute(statement, parameters))
+                connection.commit()  # ends the Connection's autobegun scope: no round trip
         except BaseException:
-            connection.rollback()
+            if through_session:
+                self.rollback()
+            else:
+                connection.rollback()
             raise
         finally:
-            connection.execution_options(isolation_level=default_level)
+            self.info.pop(READING, None)
+            if not driver.closed:
+                driver.autocommit = False
         return rows
+
+    def in_database_transaction(self) -> bool:
+        """Whether its connection is inside a transaction (which closing it rolls back, a round
+        trip); a session transaction that has run no statement holds none."""
+        return self._held is not None and self._held.in_transaction()
 
     def close(self) -> None:
         try:
@@ -140,7 +194,7 @@ def _rows(result: Result[Any]) -> Sequence[Row[Any]]:
 
 
 def execute_committed(
-    session: Session, statement: Executable, parameters: Mapping[str, Any] | None = None
+    session: OrmSession, statement: Executable, parameters: Mapping[str, Any] | None = None
 ) -> Sequence[Row[Any]]:
     """One statement committed on its own (and all the session had pending with it), its rows
     returned. A request's session between transactions runs it in autocommit mode: one round
@@ -153,7 +207,7 @@ def execute_committed(
 
 
 def execute_read(
-    session: Session, statement: Executable, parameters: Mapping[str, Any] | None = None
+    session: OrmSession, statement: Executable, parameters: Mapping[str, Any] | None = None
 ) -> Sequence[Row[Any]]:
     """One read statement's rows. A request's session between transactions runs it on its own
     in autocommit mode (one statement sees one snapshot either way), saving BEGIN's round trip;
@@ -177,7 +231,7 @@ async def get_session() -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        if session.in_transaction():
+        if session.in_database_transaction():
             # Its own limiter, as FastAPI does for a sync dependency's exit: a close must never
             # wait for a worker thread held by a request that is waiting for this connection.
             with anyio.CancelScope(shield=True):

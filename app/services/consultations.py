@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.core.config import settings
 from app.core.errors import Conflict, Forbidden, InvalidTransition, Issue, Unprocessable
+from app.db import writes
 from app.db.base import utc_now
+from app.db.session import execute_read
 from app.models.consultation import (
     BloodPressureConsultationIn,
     Consultation,
@@ -33,8 +34,6 @@ from app.models.user import User
 from app.services import clinical_rules as rules
 from app.services import lifecycle, rollups, summaries
 
-_CONSULTATION: Table = Consultation.__table__  # type: ignore[attr-defined]
-_INSERT_CONSULTATION = insert(_CONSULTATION)
 _SAME_TIME = "This consultation stage was recorded at the same time by someone else."
 
 
@@ -281,11 +280,12 @@ def record_consultation(
     # consultation per referral; every other service's consultation completes the referral, so
     # an accepted referral of those has none yet (and the unique index is the backstop).
     earlier = (
-        set(
-            session.exec(
-                select(Consultation.stage).where(Consultation.referral_id == referral.id)
-            ).all()
-        )
+        {
+            stage
+            for (stage,) in execute_read(
+                session, select(Consultation.stage).where(Consultation.referral_id == referral.id)
+            )
+        }
         if isinstance(consultation_in, BloodPressureConsultationIn | DmsStageIn)
         else set()
     )
@@ -326,13 +326,7 @@ def record_consultation(
         recorded_by_subject=caller.subject,
         recorded_at=now,
     )
-    try:
-        session.connection().execute(
-            _INSERT_CONSULTATION, {c.name: getattr(consultation, c.name) for c in _CONSULTATION.c}
-        )
-    except IntegrityError as exc:
-        session.rollback()
-        raise Conflict(_SAME_TIME) from exc
+    writes.insert(session, consultation)
     detail = {
         "consultation_id": str(consultation.id),
         "stage": assessment.stage,
@@ -375,9 +369,8 @@ def record_consultation(
     rollups.consultation_recorded(session=session, referral=referral, consultation=consultation)
     summaries.queue_summary(session=session, referral=referral, consultation=consultation)
     try:
-        session.commit()
+        lifecycle.commit_change(session)
     except IntegrityError as exc:
-        session.rollback()
         raise Conflict(_SAME_TIME) from exc
     return consultation, referral
 

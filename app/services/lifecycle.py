@@ -9,11 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app.core.errors import AppError, Forbidden, InvalidTransition, Issue, Unprocessable
+from app.db import writes
 from app.db.base import utc_now
 from app.fhir.notification import notification_json
 from app.models.enums import OrgKind, Role
@@ -56,8 +58,7 @@ class PreconditionRequired(AppError):
 
 
 _REFERRAL: Table = Referral.__table__  # type: ignore[attr-defined]
-# One statement object: SQLAlchemy compiles it once, each event only binds its values.
-_INSERT_EVENT = insert(ReferralEvent.__table__)  # type: ignore[attr-defined]
+_EVENT: Table = ReferralEvent.__table__  # type: ignore[attr-defined]
 
 
 def check_transition(current: S, target: S) -> None:
@@ -78,12 +79,11 @@ def record_event(
     notify_referrer: bool | None = None,
 ) -> None:
     notify = to_status in NOTIFY_REFERRER if notify_referrer is None else notify_referrer
-    # Written at once through the session's connection (in its transaction), not as an ORM
-    # object flushed at commit: events are only ever inserted and nothing reads them back in the
-    # same transaction, so the unit of work and RETURNING of the id would be pure overhead.
-    # The referral row must already be in the database (flushed) for the foreign key.
-    session.connection().execute(
-        _INSERT_EVENT,
+    # Events are only ever inserted, and nothing reads them back in the same change: a row
+    # among the change's writes (app/db/writes.py), not an ORM object.
+    writes.insert_row(
+        session,
+        _EVENT,
         {
             "referral_id": referral_id,
             "action": action,
@@ -138,21 +138,29 @@ def _compare_and_set(
     values: dict[str, Any],
     now: datetime | None = None,
 ) -> None:
-    """Write `values` and the next version only if nobody has changed the referral since it was read.
+    """Write `values` and the next version only if nobody has changed the referral since it was
+    read: the change's guard (app/db/writes.py), so commit_change writes nothing and answers 412
+    when someone else got there first.
 
-    A Core UPDATE through the session's connection; on success the same values are set on
-    `referral` as its committed state, so callers need no refresh (a SELECT of every column) after
-    they commit, and the session has nothing to flush for it."""
+    The same values are set on `referral` as its committed state, so callers need no refresh (a
+    SELECT of every column) after they commit, and the session has nothing to flush for it."""
     written = {"version": expected_version + 1, "updated_at": now or utc_now(), **values}
-    changed = session.connection().execute(
-        update(_REFERRAL)
-        .where(_REFERRAL.c.id == referral.id, _REFERRAL.c.version == expected_version)
-        .values(written)
+    writes.compare_and_set(
+        session, _REFERRAL, key=referral.id, version=expected_version, values=written
     )
-    if changed.rowcount != 1:
-        raise PreconditionFailed("The referral was changed by someone else; reload it and retry.")
     for key, value in written.items():
         set_committed_value(referral, key, value)
+
+
+def commit_change(session: Session) -> None:
+    """Write the change and commit: 412 when the referral changed since it was read (nothing is
+    written), IntegrityError as from any write."""
+    try:
+        writes.commit(session)
+    except writes.StaleWrite as exc:
+        raise PreconditionFailed(
+            "The referral was changed by someone else; reload it and retry."
+        ) from exc
 
 
 def apply_transition(
@@ -167,8 +175,8 @@ def apply_transition(
     detail: dict[str, Any] | None = None,
     values: dict[str, Any] | None = None,
 ) -> None:
-    """Move the referral to `target` if it is still at `expected_version` (flush only);
-    `values` are other columns changed in the same compare-and-set."""
+    """Move the referral to `target` if it is still at `expected_version` (the caller ends the
+    change with commit_change); `values` are other columns changed in the same compare-and-set."""
     version = _require_version(referral, expected_version)
     check_transition(referral.status, target)
     # The ORM update below also updates `referral` in the session: keep the state it leaves.
@@ -226,7 +234,7 @@ def _transition_and_commit(
         reason=reason,
         detail=detail,
     )
-    session.commit()
+    commit_change(session)
     return referral
 
 
@@ -381,8 +389,7 @@ def forward_referral(
         reason=reason,
         detail={"to_pharmacy_ods": target.ods_code, "to_referral_id": str(copy.id)},
     )
-    session.add(copy)
-    session.flush()
+    writes.insert(session, copy)
     rollups.referral_created(session=session, referral=copy)
     record_event(
         session=session,
@@ -393,7 +400,9 @@ def forward_referral(
         to_status=S.RECEIVED,
         detail={"from_pharmacy_ods": referral.pharmacy_ods, "from_referral_id": str(referral.id)},
     )
-    session.commit()
+    commit_change(session)
+    make_transient_to_detached(copy)
+    session.add(copy)
     return Forwarded(original=referral, forwarded=copy)
 
 

@@ -3,12 +3,14 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, or_
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from app.core.errors import NotFound
+from app.db.session import execute_read
 from app.models.enums import OrgKind, Service
 from app.models.organisation import (
     ListSize,
@@ -28,7 +30,8 @@ def get_organisation(*, session: Session, ods_code: str) -> Organisation | None:
     # code: PostgreSQL refuses some text outright (NUL), which would be a 500, not a 404.
     if not validation.ods_code_is_valid(code):
         return None
-    return session.get(Organisation, code)
+    rows = execute_read(session, select(Organisation).where(Organisation.ods_code == code))
+    return rows[0][0] if rows else None
 
 
 def get_organisation_or_raise(*, session: Session, ods_code: str) -> Organisation:
@@ -41,9 +44,10 @@ def get_organisation_or_raise(*, session: Session, ods_code: str) -> Organisatio
 def find_pharmacy_by_service_id(*, session: Session, service_id: str) -> PharmacyService | None:
     if not (service_id.isascii() and service_id.isdigit() and len(service_id) <= 20):
         return None
-    return session.exec(
-        select(PharmacyService).where(PharmacyService.service_id == service_id)
-    ).first()
+    rows = execute_read(
+        session, select(PharmacyService).where(PharmacyService.service_id == service_id)
+    )
+    return rows[0][0] if rows else None
 
 
 def pharmacy_provides(*, session: Session, pharmacy_ods: str, service: Service) -> bool:
@@ -95,9 +99,8 @@ def intake_directory(
         "service": service,
     }
     if params["caller"] or params["pharmacy"]:
-        for code, kind, active, registered in session.connection().execute(
-            _INTAKE_DIRECTORY, params
-        ):
+        rows: Sequence[Any] = execute_read(session, _INTAKE_DIRECTORY, params)
+        for code, kind, active, registered in rows:
             found[code] = DirectoryEntry(
                 ods_code=code, kind=kind, active=bool(active), provides=bool(registered)
             )

@@ -1,10 +1,13 @@
 """The transactional outbox: messages to GP systems are rows written in the same transaction as the
 change they report, so a rolled-back change sends nothing and a committed one is never forgotten."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlmodel import Session, col, select
 
+from app.db import writes
+from app.db.session import execute_read
 from app.models.delivery import DeliveryStatus, Endpoint, MessageFormat, OutboxMessage
 from app.models.referral import Referral
 
@@ -27,25 +30,27 @@ def enqueue(
     priority: int,
     render: Callable[[MessageFormat], str | None],
 ) -> int:
-    """Add one outbox row per active endpoint of each recipient (flush only; the caller commits).
+    """Add one outbox row per active endpoint of each recipient to the change's writes (the
+    caller commits).
 
     `render` gives the body for an endpoint's format, or None when that format cannot carry the
     message (e.g. DMS has no GP Connect Update Record form): such endpoints get the FHIR R4 form.
     """
     # Only the three columns used, not Endpoint objects: no identity map, and no autoflush.
-    endpoints = session.exec(
+    endpoints: Sequence[Any] = execute_read(
+        session,
         select(Endpoint.id, Endpoint.org_ods, Endpoint.format)
         .where(col(Endpoint.org_ods).in_(recipients(referral)), col(Endpoint.active).is_(True))
-        .order_by(col(Endpoint.created_at))
-        .execution_options(autoflush=False)
-    ).all()
+        .order_by(col(Endpoint.created_at)),
+    )
     for endpoint_id, org_ods, endpoint_format in endpoints:
         fmt = MessageFormat(endpoint_format)
         body = render(fmt)
         if body is None:
             fmt, body = MessageFormat.R4, render(MessageFormat.R4)
         assert body is not None
-        session.add(
+        writes.insert(
+            session,
             OutboxMessage(
                 endpoint_id=endpoint_id,
                 recipient_ods=org_ods,
@@ -55,6 +60,6 @@ def enqueue(
                 format=fmt,
                 body=body,
                 status=DeliveryStatus.PENDING,
-            )
+            ),
         )
     return len(endpoints)

@@ -9,11 +9,10 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, Table, and_, insert, or_
-from sqlalchemy.engine import Connection
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.config import settings
@@ -27,6 +26,7 @@ from app.core.errors import (
     NotFound,
     Unprocessable,
 )
+from app.db import writes
 from app.db.base import utc_now
 from app.db.session import execute_read
 from app.models.enums import (
@@ -39,7 +39,6 @@ from app.models.enums import (
     Role,
     Service,
 )
-from app.models.event import ReferralEvent
 from app.models.intake import NewReferral
 from app.models.referral import (
     BloodPressureIn,
@@ -280,66 +279,33 @@ def create_referral(
         created_at=now,
         updated_at=now,
     )
+    # The referral, its created event, its inbound message and its rollup counts: one statement
+    # on PostgreSQL (app/db/writes.py).
+    writes.insert(session, referral)
+    rollups.referral_created(session=session, referral=referral)
+    lifecycle.record_event(
+        session=session,
+        referral_id=referral.id,
+        caller=caller,
+        action="created",
+        version=1,
+        to_status=ReferralStatus.RECEIVED,
+        detail={"intake": str(intake)},
+    )
+    message = _message(caller=caller, key=key, referral_id=referral.id, action="create", now=now)
+    writes.insert(session, message)
     try:
-        # Core INSERTs of fully built rows: the ORM's unit of work would add an autoflush per
-        # statement and a flush per table for the same two rows.
-        connection = session.connection()
-        connection.execute(_INSERT_REFERRAL, _row(_REFERRAL, referral))
-        # The session knows the row as written (persistent, as after a flush), so later work on
-        # this referral in the session updates it rather than inserting it again.
-        make_transient_to_detached(referral)
-        session.add(referral)
-        rollups.referral_created(session=session, referral=referral)
-        lifecycle.record_event(
-            session=session,
-            referral_id=referral.id,
-            caller=caller,
-            action="created",
-            version=1,
-            to_status=ReferralStatus.RECEIVED,
-            detail={"intake": str(intake)},
-        )
-        _insert_pending_events(session=session, connection=connection)
-        message = _message(
-            caller=caller, key=key, referral_id=referral.id, action="create", now=now
-        )
-        connection.execute(_INSERT_MESSAGE, _row(_INBOUND_MESSAGE, message))
-        session.commit()
+        writes.commit(session)
     except IntegrityError:
-        session.rollback()
         existing = _existing_message(session=session, caller=caller, key=key)
         if existing is None:
             raise
         return _replay(session=session, message=existing, key=key)
+    # Known to the session as written only now: adding it earlier would have begun the session's
+    # transaction before the reads above, which run autocommitted.
+    make_transient_to_detached(referral)
+    session.add(referral)
     return IntakeResult(referral=referral, created=True, warnings=new.warnings)
-
-
-def _insert_pending_events(*, session: Session, connection: Connection) -> None:
-    """Write the event rows lifecycle.record_event added to the session as Core INSERTs now,
-    as the referral was, instead of in a unit-of-work flush at commit (whose RETURNING of the
-    serial id nothing here reads). Anything else it added is flushed at commit as before."""
-    for event in [obj for obj in session.new if isinstance(obj, ReferralEvent)]:
-        session.expunge(event)
-        connection.execute(_INSERT_EVENT, _row(_EVENT, event))
-
-
-_REFERRAL = Referral.__table__  # type: ignore[attr-defined]
-_EVENT = ReferralEvent.__table__  # type: ignore[attr-defined]
-_INSERT_EVENT = insert(_EVENT)
-_INBOUND_MESSAGE = InboundMessage.__table__  # type: ignore[attr-defined]
-_INSERT_REFERRAL = insert(_REFERRAL)
-_INSERT_MESSAGE = insert(_INBOUND_MESSAGE)
-
-
-def _row(table: Table, model: SQLModel) -> dict[str, Any]:
-    """The column values of a built table model (a serial id left to the database)."""
-    row = {}
-    for column in table.columns:
-        value = getattr(model, column.key)
-        if value is None and column.primary_key and column.autoincrement is not False:
-            continue
-        row[column.key] = value
-    return row
 
 
 def _message(
@@ -385,11 +351,12 @@ def cancel_referral(
         reason=reason,
     )
     now = utc_now()
-    session.add(_message(caller=caller, key=key, referral_id=referral.id, action="cancel", now=now))
+    writes.insert(
+        session, _message(caller=caller, key=key, referral_id=referral.id, action="cancel", now=now)
+    )
     try:
-        session.commit()
+        lifecycle.commit_change(session)
     except IntegrityError as exc:
-        session.rollback()
         raise Duplicate(f"A request with this {key.kind} has already been processed.") from exc
     return referral
 
@@ -422,9 +389,10 @@ def get_visible_referral(*, session: Session, referral_id: str, caller: User) ->
         key = uuid.UUID(referral_id)
     except ValueError as exc:
         raise NotFound("No referral with that id.") from exc
-    referral = session.exec(_visible(select(Referral).where(Referral.id == key), caller)).first()
-    if referral is None:
+    rows = execute_read(session, _visible(select(Referral).where(Referral.id == key), caller))
+    if not rows:
         raise NotFound("No referral with that id.")
+    referral: Referral = rows[0][0]
     return referral
 
 

@@ -1,10 +1,10 @@
 """Keeping the uptake rollups (app/models/rollup.py) in step with the referrals.
 
 The lifecycle calls `referral_created`, `status_changed` and `consultation_recorded` as it writes;
-the changes gather in the session and are written by one upsert just before the transaction
-commits, so a rolled-back change counts nothing and a committed one is always counted. The rows
-of one transaction are upserted in key order, so concurrent transactions lock rollup rows in the
-same order and cannot deadlock on them (and rollup rows are the last rows a transaction locks).
+the counts join the change's other writes (app/db/writes.py) and are upserted with them, in the
+same statement on PostgreSQL, so a rolled-back change counts nothing and a committed one is always
+counted. The rows of one change are upserted in key order, so concurrent changes lock rollup rows
+in the same order and cannot deadlock on them.
 
 Each change counts in six rows: day and month rows of the practice side, the pharmacy side and the
 area side (the practice side without the practice, source and pathway: what per-PCN, place and ICB
@@ -12,21 +12,20 @@ questions read).
 """
 
 import bisect
-from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, bindparam, event, text
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.sql.elements import TextClause
 
+from app.db import writes
+from app.db.session import READING, execute_read
 from app.models.consultation import Consultation
 from app.models.enums import ReferralStatus, Service
 from app.models.referral import Referral
-from app.models.rollup import COUNTERS, HOUR_COLUMNS, HOUR_EDGES, UptakeRollup
+from app.models.rollup import HOUR_COLUMNS, HOUR_EDGES, KEY_COLUMNS, UptakeRollup
 
 LONDON = ZoneInfo("Europe/London")
 PRACTICE = "practice"
@@ -35,8 +34,8 @@ AREA = "area"
 DAY = "day"
 MONTH = "month"
 
-_PENDING = "pharmref.rollup.pending"
 _PLACES = "pharmref.rollup.places"
+_ROLLUP = UptakeRollup.__table__  # type: ignore[attr-defined]
 
 _OUTCOME_COLUMN: dict[ReferralStatus, str] = {
     ReferralStatus.ACCEPTED: "accepted",
@@ -94,10 +93,8 @@ def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement
     cache: dict[tuple[str, date], Placement] = session.info.setdefault(_PLACES, {})
     key = (practice_ods, day)
     if key not in cache:
-        row = (
-            session.connection().execute(_PLACEMENT, {"practice": practice_ods, "day": day}).first()
-        )
-        cache[key] = Placement(*(value or "" for value in row)) if row else Placement()
+        rows = execute_read(session, _PLACEMENT, {"practice": practice_ods, "day": day})
+        cache[key] = Placement(*(value or "" for value in rows[0])) if rows else Placement()
     return cache[key]
 
 
@@ -107,7 +104,6 @@ def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -
     practice = referral.patient_practice_ods or ""
     where = placement(session=session, practice_ods=practice, day=day)
     dims = (str(referral.service), str(referral.source), str(referral.pathway or ""))
-    pending: dict[tuple[Any, ...], Counter[str]] = session.info.setdefault(_PENDING, {})
     area = (str(referral.service), "", "")
     for side, org, place, keyed in (
         (PRACTICE, practice, where, dims),
@@ -116,7 +112,7 @@ def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -
     ):
         for grain, period in ((DAY, day), (MONTH, month_start(day))):
             key = (grain, period, side, org, place.pcn_ods, place.place_ods, place.icb_ods, *keyed)
-            pending.setdefault(key, Counter()).update(counts)
+            writes.add_counts(session, _ROLLUP, dict(zip(KEY_COLUMNS, key, strict=True)), counts)
 
 
 def referral_created(*, session: OrmSession, referral: Referral) -> None:
@@ -167,65 +163,10 @@ def consultation_recorded(
         _add(session=session, referral=referral, counts=counts)
 
 
-_ADDITIVE = (*COUNTERS, "completion_hours_sum")
-
-
-def _rows(pending: dict[tuple[Any, ...], Counter[str]]) -> list[dict[str, Any]]:
-    table = UptakeRollup.__table__  # type: ignore[attr-defined]
-    names = [c.name for c in table.primary_key.columns]
-    rows = []
-    for key in sorted(pending):
-        counts = pending[key]
-        row: dict[str, Any] = dict(zip(names, key, strict=True))
-        for column in _ADDITIVE:
-            value = counts.get(column, 0)
-            row[column] = value if column == "completion_hours_sum" else int(value)
-        rows.append(row)
-    return rows
-
-
-# psycopg parses a statement's placeholders once and remembers the result only for statements up
-# to 4,096 bytes (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH); a longer one is parsed again for
-# every row of an executemany. The upsert names its target by a one-letter alias to stay short.
-PSYCOPG_CACHED_STATEMENT_BYTES = 4096
-
-
-@cache
-def upsert_statement() -> TextClause:
-    """INSERT ... ON CONFLICT DO UPDATE adding every counter (the same text for PostgreSQL and
-    SQLite); built once, so each commit only binds its rows (an executemany)."""
-    table = UptakeRollup.__table__  # type: ignore[attr-defined]
-    keys = [c.name for c in table.primary_key.columns]
-    names = [*keys, *_ADDITIVE]
-    added = ", ".join(f"{n} = r.{n} + excluded.{n}" for n in _ADDITIVE)
-    sql = (
-        f"INSERT INTO {table.name} AS r ({', '.join(names)}) "
-        f"VALUES ({', '.join(':' + n for n in names)}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
-    )
-    return text(sql).bindparams(bindparam("period_start", type_=Date))
-
-
-def write_pending(session: OrmSession) -> None:
-    """Upsert the counts gathered in this transaction (called just before it commits)."""
-    pending = session.info.pop(_PENDING, None)
-    session.info.pop(_PLACES, None)
-    if not pending:
-        return
-    connection = session.connection()
-    connection.execute(upsert_statement(), _rows(pending))
-
-
-def discard_pending(session: OrmSession) -> None:
-    session.info.pop(_PENDING, None)
-    session.info.pop(_PLACES, None)
-
-
-@event.listens_for(OrmSession, "before_commit")
-def _before_commit(session: OrmSession) -> None:
-    write_pending(session)
-
-
+@event.listens_for(OrmSession, "after_commit")
 @event.listens_for(OrmSession, "after_soft_rollback")
-def _after_rollback(session: OrmSession, _previous: Any) -> None:
-    discard_pending(session)
+def _forget_places(session: OrmSession, *_args: Any) -> None:
+    """Placements are remembered for one change (or a sweep's batch) only: not past its commit
+    or rollback, though past the commit of a read made while the change is gathered."""
+    if not session.info.get(READING):
+        session.info.pop(_PLACES, None)

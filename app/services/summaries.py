@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from app.core.errors import AppError, BadRequest, Issue, NotFound, NotSupported
 from app.db.base import utc_now
+from app.db.session import execute_read
 from app.fhir.composition import Bound, Comparison
 from app.fhir.summary import summary_document_json
 from app.fhir.update_record import update_record_message_json
@@ -29,13 +30,15 @@ from app.services import referrals as referral_service
 def _organisations(
     session: Session, referral: Referral
 ) -> tuple[Organisation, Organisation | None]:
-    pharmacy = session.get(Organisation, referral.pharmacy_ods)
-    assert pharmacy is not None
-    practice = (
-        session.get(Organisation, referral.patient_practice_ods)
-        if referral.patient_practice_ods
-        else None
-    )
+    codes = [referral.pharmacy_ods, referral.patient_practice_ods or referral.pharmacy_ods]
+    found = {
+        organisation.ods_code: organisation
+        for (organisation,) in execute_read(
+            session, select(Organisation).where(col(Organisation.ods_code).in_(codes))
+        )
+    }
+    pharmacy = found[referral.pharmacy_ods]
+    practice = found.get(referral.patient_practice_ods) if referral.patient_practice_ods else None
     return pharmacy, practice
 
 

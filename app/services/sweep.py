@@ -37,6 +37,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.config import settings
+from app.db import writes
 from app.db.base import utc_now
 from app.models.enums import ReferralStatus, Role
 from app.models.referral import Referral
@@ -140,7 +141,10 @@ def _close_no_contact(*, session: Session, now: datetime, limit: int) -> tuple[i
                 reason=f"The patient did not make contact within {hours} hours of the due time.",
                 detail={"automatic": True, "due_at": referral.due_at.isoformat()},
             )
-        except lifecycle.PreconditionFailed:
+            # Each referral's change is written (and its version checked) before the next.
+            writes.write_pending(session)
+        except (lifecycle.PreconditionFailed, writes.StaleWrite):
+            session.expire(referral)
             continue  # changed since it was read: the next sweep looks at it afresh
         closed += 1
         session.expire(referral)

@@ -4,7 +4,6 @@ import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import create_engine
 from sqlmodel import Session, col, select
 
 from app.models.consultation import Consultation
@@ -198,12 +197,3 @@ def consultation(service: Service, stage: int, **derived: object) -> Consultatio
 )  # fmt: skip
 def test_consultation_counters(made: Consultation, counts: dict[str, float]) -> None:
     assert rollups.consultation_counts(made) == counts
-
-
-def test_upsert_stays_short_enough_for_psycopg_to_cache_its_parse() -> None:
-    """Over the limit, psycopg parses the statement again for every row of the executemany."""
-    psycopg = create_engine("postgresql+psycopg://").dialect  # compiles only; never connects
-    compiled = str(rollups.upsert_statement().compile(dialect=psycopg))
-
-    assert compiled.startswith("INSERT INTO uptake_rollup AS r ")
-    assert len(compiled.encode()) <= rollups.PSYCOPG_CACHED_STATEMENT_BYTES
