@@ -5,10 +5,12 @@ statement-by-statement path would write it."""
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event
+from psycopg.pq import Trace
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, col, create_engine, select
@@ -196,10 +198,11 @@ def test_row_of_leaves_a_serial_id_to_the_database() -> None:
 
 
 def _compiled(session: Session) -> tuple[str, dict[str, Any]]:
+    """The text psycopg is given, and every parameter it names."""
     work = session.info[writes._PENDING]
     statement, parameters = writes._one_statement(work)
-    dialect = create_engine("postgresql+psycopg://").dialect  # compiles only; never connects
-    return str(statement.compile(dialect=dialect)), parameters
+    sql, constants = statement.postgresql()
+    return sql, constants | parameters
 
 
 def test_the_statements_of_the_hot_changes_stay_within_psycopgs_parse_cache(
@@ -237,20 +240,34 @@ def postgres(engine: Engine) -> Iterator[Engine]:
     own.dispose()
 
 
-def test_a_request_writes_its_change_in_one_autocommitted_statement(postgres: Engine) -> None:
-    statements: list[str] = []
-    event.listen(postgres, "before_cursor_execute", lambda *a: statements.append(a[2]))
+def _sent(trace: Path) -> list[str]:
+    """The messages libpq sent the server (its protocol trace): Parse, Bind, Query and so on."""
+    messages = [line.split("\t") for line in trace.read_text().splitlines()]
+    return [parts[2] for parts in messages if parts[0] == "F"]
+
+
+def test_a_request_writes_its_change_in_one_autocommitted_statement(
+    postgres: Engine, tmp_path: Path
+) -> None:
     session = request_session(postgres)
+    trace = tmp_path / "libpq.trace"
     try:
         writes.add_counts(session, _ROLLUP, _key(), {"made": 1, "completion_hours_sum": 0.25})
         writes.add_counts(session, _ROLLUP, _key(grain="month"), {"made": 1})
-        writes.commit(session)
+        driver = session.get_bind().connection.driver_connection
+        assert driver is not None
+        with trace.open("w") as sink:
+            driver.pgconn.trace(sink.fileno())
+            driver.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+            writes.commit(session)
+            driver.pgconn.untrace()
         assert not session.in_database_transaction()
     finally:
         session.close()
 
-    assert len(statements) == 1
-    assert statements[0].startswith("WITH ")
+    sent = _sent(trace)
+    assert sent.count("Bind") == 1  # one statement
+    assert "Query" not in sent  # no BEGIN or COMMIT
     with Session(postgres) as other:  # committed: another connection sees it
         row = _counts(other)
     assert row is not None

@@ -16,8 +16,10 @@ any connection invalidates the whole pool, so the first requests after an outage
 connections instead of failing on stale ones.
 """
 
+import logging
 import select
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -31,6 +33,8 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, create_engine
 
 from app.core.config import settings
+
+logger = logging.getLogger("pharmref.db")
 
 KEEPALIVE_IDLE_SECONDS = 5
 # Set in session.info while a read commits on its own: what is gathered for the request's write
@@ -117,74 +121,124 @@ class RequestSession(Session):
         super().__init__(bind=bind, **kwargs)
         self._pool = bind
         self._held: Connection | None = None
+        self._first: Callable[[Connection], None] | None = None
 
     def get_bind(self, *_args: Any, **_kwargs: Any) -> Connection:
         if self._held is None:
             self._held = self._pool.connect()
+            first, self._first = self._first, None
+            if first is not None:
+                first(self._held)
         return self._held
+
+    def before_first_statement(self, work: Callable[[Connection], None]) -> None:
+        """Run `work` on the request's connection just before its first statement, in the
+        worker thread that runs it (the rate limit's count: no thread hand-off of its own);
+        at once if the session is already connected. A request that makes no statement has
+        it run when the session closes."""
+        if self._held is not None:
+            work(self._held)
+        else:
+            self._first = work
+
+    @property
+    def has_pending_first_statement(self) -> bool:
+        return self._first is not None
 
     def execute_autocommitted(
         self, statement: Executable, parameters: Mapping[str, Any]
     ) -> Sequence[Row[Any]]:
         """Run one statement on its own, committed as it runs, and return its rows. On
         PostgreSQL in autocommit mode, so without a transaction's BEGIN and COMMIT round trips,
-        then back to the default isolation level for what the request does next. Only between
-        the session's transactions.
+        then back to transactions for what the request does next. Only between the session's
+        transactions.
 
-        A SELECT runs through the session, so a SELECT of table models loads them into the
-        session as any query does; anything else runs on the connection, without an autoflush.
-        Changes gathered for the request's write (app/db/writes.py) stay pending meanwhile."""
-        if self.in_transaction():
+        A SELECT of table models runs through the session, which loads them as any query does;
+        anything else runs on the connection, without an autoflush. Changes gathered for the
+        request's write (app/db/writes.py) stay pending meanwhile."""
+        if self.in_database_transaction():
             raise RuntimeError("execute_autocommitted inside a transaction")
         connection = self.get_bind()
-        through_session = bool(getattr(statement, "is_select", False))
-        if through_session and (self.new or self.dirty or self.deleted):
+        if not _loads_entities(statement):
+            return run_autocommitted(connection, statement, parameters)
+        if self.new or self.dirty or self.deleted:
             raise RuntimeError("an autocommitted read would flush the session's ORM changes")
-        if connection.dialect.name != "postgresql":
+        with autocommit(connection):
             self.info[READING] = True
             try:
                 rows = _rows(self.execute(statement, parameters))
-                self.commit()
+                self.commit()  # ends the session's autobegun transaction: no round trip
+            except BaseException:
+                self.rollback()
+                raise
             finally:
                 self.info.pop(READING, None)
-            return rows
-        # psycopg's own switch, not SQLAlchemy's isolation-level option: setting a flag on an
-        # idle connection, no statement and none of SQLAlchemy's characteristic bookkeeping.
-        # SQLAlchemy's begin and commit around the statement are then no-ops at the server.
-        driver: Any = connection.connection.driver_connection
-        driver.autocommit = True
-        try:
-            if through_session:
-                self.info[READING] = True
-                rows = _rows(self.execute(statement, parameters))
-                self.commit()  # ends the session's autobegun transaction: no round trip
-            else:
-                rows = _rows(connection.execute(statement, parameters))
-                connection.commit()  # ends the Connection's autobegun scope: no round trip
-        except BaseException:
-            if through_session:
-                self.rollback()
-            else:
-                connection.rollback()
-            raise
-        finally:
-            self.info.pop(READING, None)
-            if not driver.closed:
-                driver.autocommit = False
         return rows
 
     def in_database_transaction(self) -> bool:
         """Whether its connection is inside a transaction (which closing it rolls back, a round
-        trip); a session transaction that has run no statement holds none."""
+        trip). A session transaction that has run no statement holds none: adding an object
+        begins one without a statement, and reads between transactions stay autocommitted."""
         return self._held is not None and self._held.in_transaction()
 
     def close(self) -> None:
+        """Close; run what waits for the first statement if none was made (its outcome no
+        longer changes the answer, which has been given)."""
+        if self._first is not None:
+            try:
+                self.get_bind()
+            except Exception:
+                logger.warning(
+                    "work deferred to the first statement failed at close", exc_info=True
+                )
         try:
             super().close()
         finally:
             held, self._held = self._held, None
             if held is not None:
                 held.close()
+
+
+def run_autocommitted(
+    connection: Connection, statement: Executable, parameters: Mapping[str, Any]
+) -> Sequence[Row[Any]]:
+    """One statement on the connection, committed as it runs: on PostgreSQL in autocommit mode
+    (no BEGIN or COMMIT round trip), elsewhere in a transaction of its own."""
+    with autocommit(connection):
+        try:
+            rows = _rows(connection.execute(statement, parameters))
+            connection.commit()  # ends the Connection's autobegun scope: no round trip
+        except BaseException:
+            connection.rollback()
+            raise
+    return rows
+
+
+@contextmanager
+def autocommit(connection: Connection) -> Iterator[None]:
+    """psycopg's own autocommit switch for the span, not SQLAlchemy's isolation-level option:
+    a flag set on an idle connection, no statement and none of SQLAlchemy's bookkeeping.
+    SQLAlchemy's begin and commit around the statement are then no-ops at the server."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    driver: Any = connection.connection.driver_connection
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if not driver.closed:
+            driver.autocommit = False
+
+
+def _loads_entities(statement: Executable) -> bool:
+    """Whether a statement selects whole table models (which only the session can load)."""
+    if not getattr(statement, "is_select", False):
+        return False
+    descriptions = getattr(statement, "column_descriptions", ())
+    return any(
+        d.get("entity") is not None and d.get("expr") is d.get("entity") for d in descriptions
+    )
 
 
 def _rows(result: Result[Any]) -> Sequence[Row[Any]]:
@@ -199,7 +253,7 @@ def execute_committed(
     """One statement committed on its own (and all the session had pending with it), its rows
     returned. A request's session between transactions runs it in autocommit mode: one round
     trip instead of BEGIN, the statement and COMMIT."""
-    if isinstance(session, RequestSession) and not session.in_transaction():
+    if isinstance(session, RequestSession) and not session.in_database_transaction():
         return session.execute_autocommitted(statement, parameters or {})
     rows = _rows(session.execute(statement, parameters))
     session.commit()
@@ -212,7 +266,7 @@ def execute_read(
     """One read statement's rows. A request's session between transactions runs it on its own
     in autocommit mode (one statement sees one snapshot either way), saving BEGIN's round trip;
     otherwise it runs in the session's transaction."""
-    if isinstance(session, RequestSession) and not session.in_transaction():
+    if isinstance(session, RequestSession) and not session.in_database_transaction():
         return session.execute_autocommitted(statement, parameters or {})
     return _rows(session.execute(statement, parameters))
 
@@ -231,7 +285,7 @@ async def get_session() -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        if session.in_database_transaction():
+        if session.in_database_transaction() or session.has_pending_first_statement:
             # Its own limiter, as FastAPI does for a sync dependency's exit: a close must never
             # wait for a worker thread held by a request that is waiting for this connection.
             with anyio.CancelScope(shield=True):

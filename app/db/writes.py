@@ -42,7 +42,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import SQLModel
 
-from app.db.session import READING, execute_committed
+from app.db import raw
+from app.db.session import READING
 
 _PENDING = "pharmref.writes"
 
@@ -139,7 +140,7 @@ def commit(session: Session) -> None:
     try:
         if dialect.name == "postgresql" and len(work.guards) <= 1 and work:
             statement, parameters = _one_statement(work)
-            (row,) = execute_committed(session, statement, parameters)
+            (row,) = raw.commit(session, statement, parameters)
             if work.guards and row[0] != 1:
                 raise StaleWrite
             return
@@ -170,7 +171,7 @@ def _insert_groups(work: _Pending) -> dict[tuple[Table, tuple[str, ...]], list[d
     return groups
 
 
-def _one_statement(work: _Pending) -> tuple[TextClause, dict[str, Any]]:
+def _one_statement(work: _Pending) -> tuple[raw.Statement, dict[str, Any]]:
     guard = work.guards[0] if work.guards else None
     groups = _insert_groups(work)
     shape: _Shape = (
@@ -204,7 +205,7 @@ _Shape = tuple[
 
 
 @cache
-def _statement(shape: _Shape) -> TextClause:
+def _statement(shape: _Shape) -> raw.Statement:
     """The statement for one shape of change (which columns of which tables), built once:
     SQLAlchemy and psycopg then cache it by its text, and PostgreSQL keeps it prepared."""
     guard, inserts, counted = shape
@@ -238,7 +239,7 @@ def _statement(shape: _Shape) -> TextClause:
         )
     last = "SELECT count(*) FROM g" if gated else "SELECT 1"
     binds = [bindparam("g_key", type_=guard[0].c.id.type)] if guard is not None else []
-    return text(f"WITH {', '.join(ctes)} {last}").bindparams(*binds)
+    return raw.Statement(text(f"WITH {', '.join(ctes)} {last}").bindparams(*binds))
 
 
 def _json(value: Any) -> str:

@@ -18,7 +18,13 @@ from app.models.consultation import (
     PharmacyFirstConsultationIn,
 )
 from app.models.delivery import MessageFormat
-from app.routers.deps import AuditedReferral, VisibleReferral, etag, expected_version
+from app.routers.deps import (
+    AuditedReferral,
+    ReferralToChange,
+    etag,
+    expected_version,
+    model_response,
+)
 from app.routers.examples import error_responses, json_error_responses
 from app.services import consultations as consultation_service
 from app.services import summaries
@@ -53,14 +59,14 @@ _LIST_EXAMPLE = [_example(ConsultationPublic)]
 def create_consultation(
     session: SessionDep,
     user: Pharmacy,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     consultation_in: Annotated[ConsultationIn, Body(openapi_examples=_EXAMPLES)],
     if_match: Annotated[
         str | None, Header(description='The ETag from the last read, e.g. W/"2"')
     ] = None,
-) -> ConsultationPublic:
+) -> Response:
     """Record the consultation (a DMS stage) and complete the referral when it ends the service."""
+    referral = target.load(session)
     version = expected_version(if_match, consultation_in.version)
     consultation, updated = consultation_service.record_consultation(
         session=session,
@@ -69,11 +75,10 @@ def create_consultation(
         consultation_in=consultation_in,
         version=version,
     )
-    response.headers["ETag"] = etag(updated.version)
-    public = ConsultationPublic.model_validate(consultation)
-    return public.model_copy(
+    public = ConsultationPublic.model_validate(consultation).model_copy(
         update={"referral_status": updated.status, "referral_version": updated.version}
     )
+    return model_response(public, status_code=201, headers={"ETag": etag(updated.version)})
 
 
 @router.get(

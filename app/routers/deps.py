@@ -7,11 +7,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
@@ -20,7 +22,7 @@ from app.auth.tokens import decode_token
 from app.core.config import settings
 from app.core.errors import AppError, BadRequest, Issue, TooManyRequests
 from app.db.base import utc_now
-from app.db.session import SessionDep
+from app.db.session import RequestSession, SessionDep
 from app.middleware import route_template
 from app.models.referral import Referral
 from app.models.user import User
@@ -42,6 +44,31 @@ def get_visible_referral(
 
 
 VisibleReferral = Annotated[Referral, Depends(get_visible_referral)]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralLookup:
+    """The referral a route changes, looked up (or 404) when the route runs, in its worker thread
+    with its other statements: as a dependency of its own, a sync load is one more worker-thread
+    hand-off per request."""
+
+    referral_id: str
+    caller: User
+
+    def load(self, session: Session) -> Referral:
+        return referral_service.get_visible_referral(
+            session=session, referral_id=self.referral_id, caller=self.caller
+        )
+
+
+async def lookup_referral(
+    user: PatientDataReader,
+    referral_id: Annotated[str, Path(description="The referral id (UUID) returned at intake.")],
+) -> ReferralLookup:
+    return ReferralLookup(referral_id=referral_id, caller=user)
+
+
+ReferralToChange = Annotated[ReferralLookup, Depends(lookup_referral)]
 
 
 async def read_raw_body(request: Request) -> bytes:
@@ -181,25 +208,44 @@ def _client_key(request: Request) -> str:
 
 async def enforce_rate_limit(request: Request, session: SessionDep) -> None:
     """429 with Retry-After once a client has made PHARMREF_RATE_LIMIT_PER_MINUTE requests in
-    the current minute (0: no limit). Runs on the event loop, and counts (in the database) in a
-    worker thread only when a limit is set."""
+    the current minute (0: no limit). Counted in the database: in a request's session as the
+    request's first statement, in the worker thread that runs it (no thread hand-off of its own);
+    in any other session (the tests') at once, in a worker thread."""
     limit = settings.rate_limit_per_minute
     if limit <= 0:
         return
-    await run_in_threadpool(_count_request, request, session, limit)
+    key = _client_key(request)
+    if isinstance(session, RequestSession):
+        session.before_first_statement(partial(_count_on, key=key, limit=limit))
+    else:
+        await run_in_threadpool(_count_request, session, key, limit)
 
 
-def _count_request(request: Request, session: Session, limit: int) -> None:
-    decision = rate_limit.hit(session=session, key=_client_key(request), limit=limit, now=utc_now())
+def _count_on(connection: Connection, *, key: str, limit: int) -> None:
+    decision = rate_limit.hit_on(connection=connection, key=key, limit=limit, now=utc_now())
+    if rate_limit.purge_due():
+        try:
+            rate_limit.purge_stale_on(connection=connection, now=utc_now())
+        except SQLAlchemyError as exc:
+            logger.warning("rate limit purge failed: %s", type(exc).__name__)
+    _refuse_over(decision)
+
+
+def _count_request(session: Session, key: str, limit: int) -> None:
+    decision = rate_limit.hit(session=session, key=key, limit=limit, now=utc_now())
     if rate_limit.purge_due():
         try:
             rate_limit.purge_stale(session=session, now=utc_now())
         except SQLAlchemyError as exc:
             session.rollback()
             logger.warning("rate limit purge failed: %s", type(exc).__name__)
+    _refuse_over(decision)
+
+
+def _refuse_over(decision: rate_limit.Decision) -> None:
     if not decision.allowed:
         raise TooManyRequests(
-            f"More than {limit} requests in a minute from this client; "
+            f"More than {decision.limit} requests in a minute from this client; "
             f"retry after {decision.retry_after} seconds.",
             headers={"Retry-After": str(decision.retry_after)},
         )

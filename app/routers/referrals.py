@@ -26,7 +26,7 @@ from app.models.types import IsoDateTime
 from app.routers.deps import (
     AuditedReferral,
     ReadAudit,
-    VisibleReferral,
+    ReferralToChange,
     etag,
     expected_version,
     model_response,
@@ -148,25 +148,29 @@ IfMatch = Annotated[str | None, Header(description='The ETag from the last read,
 _ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 412, 422, 428)
 
 
-def _acted(referral: Referral, response: Response) -> ReferralPublic:
-    response.headers["ETag"] = etag(referral.version)
-    return referral_service.to_public(referral)
+def _acted(referral: Referral) -> Response:
+    """The changed referral and its new ETag (rendered here: a sync route's returned model would
+    be validated again in one more worker-thread hand-off)."""
+    return model_response(
+        referral_service.to_public(referral),
+        status_code=200,
+        headers={"ETag": etag(referral.version)},
+    )
 
 
 @router.post("/{referral_id}/accept", response_model=ReferralPublic, responses=_ACTION_ERRORS)
 def accept_referral(
     session: SessionDep,
     user: Pharmacy,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     body: ActionIn | None = None,
     if_match: IfMatch = None,
-) -> ReferralPublic:
+) -> Response:
     """The receiving pharmacy accepts the referral."""
+    referral = target.load(session)
     version = expected_version(if_match, body.version if body else None)
     return _acted(
-        lifecycle.accept_referral(session=session, referral=referral, caller=user, version=version),
-        response,
+        lifecycle.accept_referral(session=session, referral=referral, caller=user, version=version)
     )
 
 
@@ -174,12 +178,12 @@ def accept_referral(
 def decline_referral(
     session: SessionDep,
     user: Pharmacy,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     body: DeclineIn,
     if_match: IfMatch = None,
-) -> ReferralPublic:
+) -> Response:
     """The receiving pharmacy declines the referral with a reason code; the referrer is told."""
+    referral = target.load(session)
     version = expected_version(if_match, body.version)
     declined = lifecycle.decline_referral(
         session=session,
@@ -189,19 +193,19 @@ def decline_referral(
         reason_code=body.reason_code,
         reason=body.reason,
     )
-    return _acted(declined, response)
+    return _acted(declined)
 
 
 @router.post("/{referral_id}/forward", response_model=ForwardedPublic, responses=_ACTION_ERRORS)
 def forward_referral(
     session: SessionDep,
     user: Pharmacy,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     body: ForwardIn,
     if_match: IfMatch = None,
-) -> ForwardedPublic:
+) -> Response:
     """Forward to another pharmacy registered for the service, which receives it as a new referral."""
+    referral = target.load(session)
     version = expected_version(if_match, body.version)
     result = lifecycle.forward_referral(
         session=session,
@@ -211,10 +215,12 @@ def forward_referral(
         pharmacy_ods=body.pharmacy_ods,
         reason=body.reason,
     )
-    response.headers["ETag"] = etag(result.original.version)
-    return ForwardedPublic(
+    forwarded = ForwardedPublic(
         original=referral_service.to_public(result.original),
         forwarded=referral_service.to_public(result.forwarded),
+    )
+    return model_response(
+        forwarded, status_code=200, headers={"ETag": etag(result.original.version)}
     )
 
 
@@ -222,29 +228,33 @@ def forward_referral(
 def return_referral(
     session: SessionDep,
     user: Pharmacy,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     body: ReasonIn,
     if_match: IfMatch = None,
-) -> ReferralPublic:
+) -> Response:
     """Return the referral to the referrer with a reason (e.g. needs a GP examination)."""
+    referral = target.load(session)
     version = expected_version(if_match, body.version)
     returned = lifecycle.return_referral(
-        session=session, referral=referral, caller=user, version=version, reason=body.reason
+        session=session,
+        referral=referral,
+        caller=user,
+        version=version,
+        reason=body.reason,
     )
-    return _acted(returned, response)
+    return _acted(returned)
 
 
 @router.post("/{referral_id}/no-contact", response_model=ReferralPublic, responses=_ACTION_ERRORS)
 def record_no_contact(
     session: SessionDep,
     user: Pharmacy,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     body: NoContactIn | None = None,
     if_match: IfMatch = None,
-) -> ReferralPublic:
+) -> Response:
     """Close the referral because the patient did not make contact."""
+    referral = target.load(session)
     version = expected_version(if_match, body.version if body else None)
     closed = lifecycle.record_no_contact(
         session=session,
@@ -253,21 +263,25 @@ def record_no_contact(
         version=version,
         reason=body.reason if body else None,
     )
-    return _acted(closed, response)
+    return _acted(closed)
 
 
 @router.post("/{referral_id}/cancel", response_model=ReferralPublic, responses=_ACTION_ERRORS)
 def cancel_referral(
     session: SessionDep,
     user: Referrer,
-    referral: VisibleReferral,
-    response: Response,
+    target: ReferralToChange,
     body: ReasonIn,
     if_match: IfMatch = None,
-) -> ReferralPublic:
+) -> Response:
     """The referrer cancels the referral (only before it is completed)."""
+    referral = target.load(session)
     version = expected_version(if_match, body.version)
     cancelled = lifecycle.cancel_by_referrer(
-        session=session, referral=referral, caller=user, version=version, reason=body.reason
+        session=session,
+        referral=referral,
+        caller=user,
+        version=version,
+        reason=body.reason,
     )
-    return _acted(cancelled, response)
+    return _acted(cancelled)

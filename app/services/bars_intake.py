@@ -85,12 +85,13 @@ def resolve_target(*, session: Session, system: str, value: str) -> Target:
         )
         if registration is None:
             raise not_found
-        return Target(pharmacy_ods=registration.pharmacy_ods, service=registration.service)
+        pharmacy_ods, service = registration
+        return Target(pharmacy_ods=pharmacy_ods, service=service)
     if system == systems.ODS_ORGANISATION:
-        organisation = organisation_service.get_organisation(session=session, ods_code=value)
-        if organisation is None or organisation.kind is not OrgKind.PHARMACY:
+        kind = organisation_service.kind_of(session=session, ods_code=value)
+        if kind is not OrgKind.PHARMACY:
             raise not_found
-        return Target(pharmacy_ods=organisation.ods_code, service=None)
+        return Target(pharmacy_ods=value.upper(), service=None)
     raise BadRequest(
         "NHSD-Target-Identifier system must be the ODS organisation code or the directory service id.",
         issues=[Issue("invalid", "Unsupported identifier system.", "NHSD-Target-Identifier")],

@@ -3,13 +3,13 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, or_
+from sqlalchemy import ColumnElement, Date, and_, bindparam, or_, text
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from app.core.errors import NotFound
+from app.db import raw
 from app.db.session import execute_read
 from app.models.enums import OrgKind, Service
 from app.models.organisation import (
@@ -21,7 +21,7 @@ from app.models.organisation import (
     PharmacyService,
     ServicePublic,
 )
-from app.services import validation
+from app.services import rollups, validation
 
 
 def get_organisation(*, session: Session, ods_code: str) -> Organisation | None:
@@ -41,13 +41,33 @@ def get_organisation_or_raise(*, session: Session, ods_code: str) -> Organisatio
     return organisation
 
 
-def find_pharmacy_by_service_id(*, session: Session, service_id: str) -> PharmacyService | None:
+def kind_of(*, session: Session, ods_code: str) -> OrgKind | None:
+    """The kind of the organisation with this ODS code (None: not in the directory)."""
+    code = ods_code.upper()
+    if not validation.ods_code_is_valid(code):  # as get_organisation
+        return None
+    rows = raw.fetch(session, _KIND, {"code": code})
+    return OrgKind(rows[0][0]) if rows else None
+
+
+def find_pharmacy_by_service_id(*, session: Session, service_id: str) -> tuple[str, Service] | None:
+    """The pharmacy (ODS code) and service a directory service id names."""
     if not (service_id.isascii() and service_id.isdigit() and len(service_id) <= 20):
         return None
-    rows = execute_read(
-        session, select(PharmacyService).where(PharmacyService.service_id == service_id)
+    rows = raw.fetch(session, _BY_SERVICE_ID, {"service_id": service_id})
+    return (rows[0][0], Service(rows[0][1])) if rows else None
+
+
+_ORGANISATION = Organisation.__table__  # type: ignore[attr-defined]
+_PHARMACY_SERVICE = PharmacyService.__table__  # type: ignore[attr-defined]
+_KIND = raw.Statement(
+    core_select(_ORGANISATION.c.kind).where(_ORGANISATION.c.ods_code == bindparam("code"))
+)
+_BY_SERVICE_ID = raw.Statement(
+    core_select(_PHARMACY_SERVICE.c.pharmacy_ods, _PHARMACY_SERVICE.c.service).where(
+        _PHARMACY_SERVICE.c.service_id == bindparam("service_id")
     )
-    return rows[0][0] if rows else None
+)
 
 
 def pharmacy_provides(*, session: Session, pharmacy_ods: str, service: Service) -> bool:
@@ -68,43 +88,58 @@ class DirectoryEntry:
 class IntakeDirectory:
     caller: DirectoryEntry | None  # None: not in the directory
     pharmacy: DirectoryEntry | None
+    practice: rollups.Placement  # the patient's practice's PCN, place and ICB on the day
 
 
-_ORGANISATION = Organisation.__table__  # type: ignore[attr-defined]
-_PHARMACY_SERVICE = PharmacyService.__table__  # type: ignore[attr-defined]
-# Built once, so SQLAlchemy neither rebuilds nor re-keys it per request.
-_INTAKE_DIRECTORY = core_select(
-    _ORGANISATION.c.ods_code,
-    _ORGANISATION.c.kind,
-    _ORGANISATION.c.active,
-    exists().where(
-        _PHARMACY_SERVICE.c.pharmacy_ods == _ORGANISATION.c.ods_code,
-        _PHARMACY_SERVICE.c.service == bindparam("service", type_=_PHARMACY_SERVICE.c.service.type),
-    ),
-).where(_ORGANISATION.c.ods_code.in_([bindparam("caller"), bindparam("pharmacy")]))
+# Built once. The caller, the receiving pharmacy (and whether it is registered for the service)
+# and the patient's practice with its placement on the day, which the intake's rollup counts
+# need: one statement.
+_INTAKE_DIRECTORY = raw.Statement(
+    text(
+        "SELECT o.ods_code, o.kind, o.active, EXISTS (SELECT 1 FROM pharmacy_service AS s "
+        "WHERE s.pharmacy_ods = o.ods_code AND s.service = :service), p.pcn, p.place, p.icb "
+        f"FROM organisation AS o LEFT OUTER JOIN ({rollups.PLACEMENT_SQL}) AS p "
+        "ON o.ods_code = :practice "
+        "WHERE o.ods_code IN (:caller, :pharmacy, :practice)"
+    ).bindparams(bindparam("day", type_=Date()))
+)
 
 
 def intake_directory(
-    *, session: Session, caller_ods: str, pharmacy_ods: str, service: Service
+    *,
+    session: Session,
+    caller_ods: str,
+    pharmacy_ods: str,
+    service: Service,
+    practice_ods: str | None,
+    on: date,
 ) -> IntakeDirectory:
     """The caller's organisation and the receiving pharmacy, with whether the pharmacy is
-    registered for `service`: the directory reads of one intake, in one statement (the same
-    answers as get_organisation for each and pharmacy_provides)."""
+    registered for `service`, and the placement of the patient's practice on `on`: the directory
+    reads of one intake, in one statement (the same answers as get_organisation for each,
+    pharmacy_provides and rollups.placement)."""
     caller, pharmacy = caller_ods.upper(), pharmacy_ods.upper()
+    practice = practice_ods or ""
     found: dict[str, DirectoryEntry] = {}
+    placed = rollups.Placement()
     # As get_organisation: only what can be an ODS code is looked up ("" matches no row).
     params = {
         "caller": caller if validation.ods_code_is_valid(caller) else "",
         "pharmacy": pharmacy if validation.ods_code_is_valid(pharmacy) else "",
+        "practice": practice if validation.ods_code_is_valid(practice) else "",
         "service": service,
+        "day": on,
     }
-    if params["caller"] or params["pharmacy"]:
-        rows: Sequence[Any] = execute_read(session, _INTAKE_DIRECTORY, params)
-        for code, kind, active, registered in rows:
+    if params["caller"] or params["pharmacy"] or params["practice"]:
+        for code, kind, active, registered, pcn, place, icb in raw.fetch(
+            session, _INTAKE_DIRECTORY, params
+        ):
             found[code] = DirectoryEntry(
-                ods_code=code, kind=kind, active=bool(active), provides=bool(registered)
+                ods_code=code, kind=OrgKind(kind), active=bool(active), provides=bool(registered)
             )
-    return IntakeDirectory(caller=found.get(caller), pharmacy=found.get(pharmacy))
+            if code == practice and pcn is not None:
+                placed = rollups.Placement(pcn, place or "", icb or "")
+    return IntakeDirectory(caller=found.get(caller), pharmacy=found.get(pharmacy), practice=placed)
 
 
 def _in_force(on: date) -> ColumnElement[bool]:

@@ -17,9 +17,11 @@ from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
-from app.db.session import execute_committed
+from app.db import raw
+from app.db.session import run_autocommitted
 from app.models.rate_limit import RateLimitCounter
 
 WINDOW_SECONDS = 60
@@ -63,21 +65,33 @@ def _upsert(dialect: str) -> Any:
 
 
 # Built once (its construction cost more CPU than its round trip), one per dialect.
-_UPSERTS = {dialect: _upsert(dialect) for dialect in ("postgresql", "sqlite")}
+_UPSERTS = {dialect: raw.Statement(_upsert(dialect)) for dialect in ("postgresql", "sqlite")}
 
 
 def hit(*, session: Session, key: str, limit: int, now: datetime) -> Decision:
     """Count one request for `key` and decide it (one statement, committed on its own)."""
-    instant = now.timestamp()
-    window = math.floor(instant / WINDOW_SECONDS)
-    parameters = {"key": key, "window": window}
     # On PostgreSQL the table is UNLOGGED (a counter lost in a crash costs nothing): the upsert
     # writes no WAL, so its commit waits for no disk flush. A request's session runs it in
     # autocommit mode: one round trip, no BEGIN or COMMIT.
     upsert = _UPSERTS[session.get_bind().dialect.name]
-    (row,) = execute_committed(session, upsert, parameters)
-    count, counted_window = row.hits, row.window_index
-    retry_after = max(1, math.ceil((counted_window + 1) * WINDOW_SECONDS - instant))
+    (row,) = raw.commit(session, upsert, _parameters(key, now))
+    return _decision(row, limit=limit, now=now)
+
+
+def hit_on(*, connection: Connection, key: str, limit: int, now: datetime) -> Decision:
+    """`hit` on a connection, outside any transaction of it (a request's first statement)."""
+    upsert = _UPSERTS[connection.dialect.name]
+    (row,) = raw.on_connection(connection, upsert, _parameters(key, now))
+    return _decision(row, limit=limit, now=now)
+
+
+def _parameters(key: str, now: datetime) -> dict[str, Any]:
+    return {"key": key, "window": math.floor(now.timestamp() / WINDOW_SECONDS)}
+
+
+def _decision(row: Any, *, limit: int, now: datetime) -> Decision:
+    count, counted_window = row
+    retry_after = max(1, math.ceil((counted_window + 1) * WINDOW_SECONDS - now.timestamp()))
     return Decision(allowed=count <= limit, limit=limit, count=count, retry_after=retry_after)
 
 
@@ -93,9 +107,16 @@ def purge_stale(*, session: Session, now: datetime) -> int:
     """Delete the rows of clients not seen since before the previous window (they would only be
     reset). Its own transaction, after the request's count, so it never holds a counter while
     waiting for another."""
-    window = math.floor(now.timestamp() / WINDOW_SECONDS)
-    result = session.execute(
-        delete(RateLimitCounter).where(col(RateLimitCounter.window_index) < window - 1)
-    )
+    result = session.execute(_stale(now))
     session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def purge_stale_on(*, connection: Connection, now: datetime) -> None:
+    """`purge_stale` on a connection, outside any transaction of it."""
+    run_autocommitted(connection, _stale(now), {})
+
+
+def _stale(now: datetime) -> Any:
+    window = math.floor(now.timestamp() / WINDOW_SECONDS)
+    return delete(RateLimitCounter).where(col(RateLimitCounter.window_index) < window - 1)

@@ -14,5 +14,8 @@ _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, 
 
 
 def new_reference(service: Service) -> str:
-    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(10))
+    # Ten symbols of a 32-letter alphabet are 50 random bits: one read of the system's random
+    # source, five bits a symbol (each symbol as likely as a secrets.choice would make it).
+    bits = int.from_bytes(secrets.token_bytes(7))
+    chars = "".join(_REFERENCE_ALPHABET[(bits >> (5 * i)) & 31] for i in range(10))
     return f"{REFERENCE_PREFIX[service]}-{chars[:5]}-{chars[5:]}"

@@ -4,12 +4,13 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, or_
+from sqlalchemy import BindParameter, ColumnElement, SQLColumnExpression, and_, bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -26,7 +27,7 @@ from app.core.errors import (
     NotFound,
     Unprocessable,
 )
-from app.db import writes
+from app.db import raw, writes
 from app.db.base import utc_now
 from app.db.session import execute_read
 from app.models.enums import (
@@ -209,17 +210,31 @@ def _replay(*, session: Session, message: InboundMessage, key: IntakeKey) -> Int
 
 
 def _checked_source(
-    *, session: Session, new: NewReferral, caller: User, today: date
-) -> ReferralSource:
-    """Every rule a new referral must meet, with the directory read once."""
+    *, session: Session, new: NewReferral, caller: User, now: datetime
+) -> tuple[ReferralSource, str | None]:
+    """Every rule a new referral must meet, with the directory read once (that read also brings
+    the placement of the patient's practice, for the referral's rollup counts); the referral's
+    source and the patient's registered practice."""
     source = _resolve_source(new=new, caller=caller)
+    practice = new.patient_practice_ods
+    if practice is None and source is ReferralSource.GP_PRACTICE:
+        practice = caller.org
+    day = rollups.local_day(now)
     directory = organisation_service.intake_directory(
-        session=session, caller_ods=caller.org, pharmacy_ods=new.pharmacy_ods, service=new.service
+        session=session,
+        caller_ods=caller.org,
+        pharmacy_ods=new.pharmacy_ods,
+        service=new.service,
+        practice_ods=practice,
+        on=day,
+    )
+    rollups.remember_placement(
+        session=session, practice_ods=practice or "", day=day, found=directory.practice
     )
     _check_referrer(new=new, caller=caller, organisation=directory.caller)
     _check_pharmacy(new=new, caller=caller, pharmacy=directory.pharmacy)
-    _check_eligibility(new=new, source=source, today=today)
-    return source
+    _check_eligibility(new=new, source=source, today=now.date())
+    return source, practice
 
 
 def create_referral(
@@ -232,15 +247,12 @@ def create_referral(
     key is looked up only when the rules refuse the request or the insert finds it taken."""
     now = utc_now()
     try:
-        source = _checked_source(session=session, new=new, caller=caller, today=now.date())
+        source, practice = _checked_source(session=session, new=new, caller=caller, now=now)
     except AppError:
         existing = _existing_message(session=session, caller=caller, key=key)
         if existing is not None:
             return _replay(session=session, message=existing, key=key)
         raise
-    practice = new.patient_practice_ods
-    if practice is None and source is ReferralSource.GP_PRACTICE:
-        practice = caller.org
     referral = Referral(
         reference=new_reference(new.service),
         service=new.service,
@@ -366,16 +378,29 @@ def cancel_referral(
 
 def visible_to(caller: User) -> ColumnElement[bool] | None:
     """The referrals a caller may see, as a WHERE condition (None: all of them)."""
-    if caller.role is Role.ADMIN:
+    return _visible_to_role(caller.role, caller.org)
+
+
+def _visible_to_role(role: Role, org: str | BindParameter[str]) -> ColumnElement[bool] | None:
+    """visible_to for a role, with the caller's organisation as a value or a bound parameter."""
+    if role is Role.ADMIN:
         return None
-    if caller.role is Role.PHARMACY:
-        return col(Referral.pharmacy_ods) == caller.org
-    if caller.role is Role.GP_PRACTICE:
+    if role is Role.PHARMACY:
+        return col(Referral.pharmacy_ods) == org
+    if role is Role.GP_PRACTICE:
         # A practice follows the referrals it made and those made for its registered patients.
-        return (col(Referral.referrer_ods) == caller.org) | (
-            col(Referral.patient_practice_ods) == caller.org
-        )
-    return col(Referral.referrer_ods) == caller.org
+        return (col(Referral.referrer_ods) == org) | (col(Referral.patient_practice_ods) == org)
+    return col(Referral.referrer_ods) == org
+
+
+@cache
+def _visible_by_id(role: Role) -> raw.Statement:
+    """One referral by id, if a caller of `role` from organisation :org may see it: every
+    column, built once per role."""
+    table = Referral.__table__  # type: ignore[attr-defined]
+    query = select(table).where(table.c.id == bindparam("id", type_=table.c.id.type))
+    condition = _visible_to_role(role, bindparam("org"))
+    return raw.Statement(query if condition is None else query.where(condition))
 
 
 def _visible(query: SelectOfScalar[Referral], caller: User) -> SelectOfScalar[Referral]:
@@ -389,10 +414,11 @@ def get_visible_referral(*, session: Session, referral_id: str, caller: User) ->
         key = uuid.UUID(referral_id)
     except ValueError as exc:
         raise NotFound("No referral with that id.") from exc
-    rows = execute_read(session, _visible(select(Referral).where(Referral.id == key), caller))
-    if not rows:
+    referral = raw.load(
+        session, Referral, _visible_by_id(caller.role), {"id": key, "org": caller.org}
+    )
+    if referral is None:
         raise NotFound("No referral with that id.")
-    referral: Referral = rows[0][0]
     return referral
 
 

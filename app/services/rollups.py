@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, bindparam, event, text
 from sqlalchemy.orm import Session as OrmSession
 
-from app.db import writes
-from app.db.session import READING, execute_read
+from app.db import raw, writes
+from app.db.session import READING
 from app.models.consultation import Consultation
 from app.models.enums import ReferralStatus, Service
 from app.models.referral import Referral
@@ -76,14 +76,17 @@ def _in_force(alias: str) -> str:
     return f"{alias}.start_date <= :day AND ({alias}.end_date IS NULL OR {alias}.end_date >= :day)"
 
 
-# A practice's PCN on a day, that PCN's place and the place's ICB, from the dated memberships.
-_PLACEMENT = text(
-    "SELECT pcn.group_ods, place.group_ods, icb.group_ods FROM membership AS pcn "
+# A practice's PCN on a day, that PCN's place and the place's ICB, from the dated memberships
+# (:practice, :day); the intake's directory read (app/services/organisations.py) joins it too.
+PLACEMENT_SQL = (
+    "SELECT pcn.group_ods AS pcn, place.group_ods AS place, icb.group_ods AS icb "
+    "FROM membership AS pcn "
     f"LEFT OUTER JOIN membership AS place ON place.member_ods = pcn.group_ods AND {_in_force('place')} "
     f"LEFT OUTER JOIN membership AS icb ON icb.member_ods = place.group_ods AND {_in_force('icb')} "
     f"WHERE pcn.member_ods = :practice AND {_in_force('pcn')} "
     "ORDER BY pcn.start_date DESC LIMIT 1"
-).bindparams(bindparam("day", type_=Date()))
+)
+_PLACEMENT = raw.Statement(text(PLACEMENT_SQL).bindparams(bindparam("day", type_=Date())))
 
 
 def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement:
@@ -93,9 +96,17 @@ def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement
     cache: dict[tuple[str, date], Placement] = session.info.setdefault(_PLACES, {})
     key = (practice_ods, day)
     if key not in cache:
-        rows = execute_read(session, _PLACEMENT, {"practice": practice_ods, "day": day})
+        rows = raw.fetch(session, _PLACEMENT, {"practice": practice_ods, "day": day})
         cache[key] = Placement(*(value or "" for value in rows[0])) if rows else Placement()
     return cache[key]
+
+
+def remember_placement(
+    *, session: OrmSession, practice_ods: str, day: date, found: Placement
+) -> None:
+    """A placement read with something else (the intake's directory read), for this change."""
+    if practice_ods:
+        session.info.setdefault(_PLACES, {})[(practice_ods, day)] = found
 
 
 def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -> None:
