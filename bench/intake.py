@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import csv
 import json
 import math
 import os
@@ -51,6 +52,7 @@ FHIR_EXAMPLE = ROOT / "app" / "fhir" / "example_bp_referral.json"
 EXAMPLE_NHS_NUMBER = "9990000018"
 ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 TARGET_ODS = "FA001"
+SENDER_ODS = "A81001"
 BODY_VARIANTS = 500
 SHOW_ERRORS = 5
 DRAIN_SECONDS = 30.0
@@ -91,6 +93,9 @@ class Workload:
     bodies: list[bytes]
     per_request_header: str  # a fresh UUID goes in this header on every request
     method: str = "POST"
+    # Headers that differ from body to body (the sender's token, the receiving pharmacy): the
+    # i-th body goes with the (i mod len)-th of these; none: every body has the same headers.
+    body_headers: list[dict[str, str]] = field(default_factory=list)
 
 
 def healthz_workload() -> Workload:
@@ -100,28 +105,82 @@ def healthz_workload() -> Workload:
     )
 
 
-def fhir_workload(token: str) -> Workload:
+@dataclass(frozen=True, slots=True)
+class Senders:
+    """Who sends and who receives: one GP practice to one pharmacy (`single`, the worst case:
+    every referral counts in the same practice's, pharmacy's and PCN's rollup rows), or every
+    practice of the demo ICB, each referring to pharmacies registered for the service in turn."""
+
+    practices: list[str]
+    tokens: dict[str, str]
+
+    def pharmacies(self, service: str, single: bool) -> list[str]:
+        if single:
+            return [TARGET_ODS]
+        return demo_pharmacies(service)
+
+
+def demo_practices() -> list[str]:
+    with (ROOT / "app" / "demo" / "organisations.csv").open() as rows:
+        return [row["ods_code"] for row in csv.DictReader(rows) if row["kind"] == "gp-practice"]
+
+
+def demo_pharmacies(service: str) -> list[str]:
+    with (ROOT / "app" / "demo" / "pharmacy_services.csv").open() as rows:
+        return sorted({r["pharmacy_ods"] for r in csv.DictReader(rows) if r["service"] == service})
+
+
+def senders(token: str | None, single: bool) -> Senders:
+    """The sending practices and a token for each (minted here with the project's own signing
+    key, as `pharmref token` does; --token is the single sender's)."""
+    if single:
+        return Senders(practices=[SENDER_ODS], tokens={SENDER_ODS: token or mint_token()})
+    sys.path.insert(0, str(ROOT))
+    from app.auth.tokens import create_access_token
+    from app.models.enums import Role
+
+    practices = demo_practices()
+    tokens = {
+        ods: create_access_token(subject=f"bench-{ods}", org=ods, role=Role.GP_PRACTICE)
+        for ods in practices
+    }
+    return Senders(practices=practices, tokens=tokens)
+
+
+def _target(pharmacy: str) -> str:
+    return base64.b64encode(json.dumps({"system": ODS_SYSTEM, "value": pharmacy}).encode()).decode()
+
+
+def fhir_workload(who: Senders, single: bool = False) -> Workload:
+    """The BaRS blood pressure example, from each sender to the pharmacies in turn."""
     template = FHIR_EXAMPLE.read_text()
-    if EXAMPLE_NHS_NUMBER not in template:
-        raise SystemExit(f"{FHIR_EXAMPLE} no longer contains NHS number {EXAMPLE_NHS_NUMBER}")
-    bodies = [
-        template.replace(EXAMPLE_NHS_NUMBER, number).encode()
-        for number in test_range_nhs_numbers(BODY_VARIANTS)
-    ]
-    target = base64.b64encode(
-        json.dumps({"system": ODS_SYSTEM, "value": TARGET_ODS}).encode()
-    ).decode()
+    for code in (EXAMPLE_NHS_NUMBER, f'"{SENDER_ODS}"', f'"{TARGET_ODS}"'):
+        if code not in template:
+            raise SystemExit(f"{FHIR_EXAMPLE} no longer contains {code}")
+    pharmacies = who.pharmacies("blood-pressure", single)
+    bodies, body_headers = [], []
+    for index, number in enumerate(test_range_nhs_numbers(BODY_VARIANTS)):
+        practice = who.practices[index % len(who.practices)]
+        pharmacy = pharmacies[index % len(pharmacies)]
+        body = template.replace(EXAMPLE_NHS_NUMBER, number)
+        body = body.replace(f'"{SENDER_ODS}"', f'"{practice}"')
+        bodies.append(body.replace(f'"{TARGET_ODS}"', f'"{pharmacy}"').encode())
+        body_headers.append(
+            {
+                "Authorization": f"Bearer {who.tokens[practice]}",
+                "NHSD-Target-Identifier": _target(pharmacy),
+            }
+        )
     return Workload(
         path="/fhir/$process-message",
         headers={
-            "Authorization": f"Bearer {token}",
             "Content-Type": "application/fhir+json",
             "Accept": "application/fhir+json",
-            "NHSD-Target-Identifier": target,
             "X-Correlation-Id": str(uuid.uuid4()),
         },
         bodies=bodies,
         per_request_header="X-Request-Id",
+        body_headers=body_headers,
     )
 
 
@@ -141,20 +200,26 @@ def get_workload(token: str, path: str) -> Workload:
     )
 
 
-def json_workload(token: str) -> Workload:
+def json_workload(who: Senders, single: bool = False) -> Workload:
+    """The API's Pharmacy First example, from each sender to the pharmacies in turn."""
     sys.path.insert(0, str(ROOT))
     from app.routers.examples import JSON_REFERRAL
 
-    bodies = []
-    for number in test_range_nhs_numbers(BODY_VARIANTS):
+    pharmacies = who.pharmacies("pharmacy-first", single)
+    bodies, body_headers = [], []
+    for index, number in enumerate(test_range_nhs_numbers(BODY_VARIANTS)):
+        practice = who.practices[index % len(who.practices)]
         body = json.loads(json.dumps(JSON_REFERRAL))
         body["patient"]["nhs_number"] = number
+        body["pharmacy_ods"] = pharmacies[index % len(pharmacies)]
         bodies.append(json.dumps(body).encode())
+        body_headers.append({"Authorization": f"Bearer {who.tokens[practice]}"})
     return Workload(
         path="/api/v1/referrals",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers={"Content-Type": "application/json"},
         bodies=bodies,
         per_request_header="Idempotency-Key",
+        body_headers=body_headers,
     )
 
 
@@ -210,9 +275,12 @@ class Runner:
     async def one(self, results: Results | None, started: float) -> None:
         """Send one request; `started` is when it was (meant to be) sent, for latency."""
         w = self.workload
-        body = w.bodies[self.sent % len(w.bodies)]
+        index = self.sent % len(w.bodies)
+        body = w.bodies[index]
         self.sent += 1
         headers = {**w.headers, w.per_request_header: str(uuid.uuid4())}
+        if w.body_headers:
+            headers.update(w.body_headers[index % len(w.body_headers)])
         client = await self.idle.get()
         try:
             response = await client.request(w.method, w.path, content=body or None, headers=headers)
@@ -239,14 +307,23 @@ class RawRunner:
             self.idle.put_nowait(connection)
         self.workload = workload
         self.head = connections[0].prepare(workload.method, workload.path, workload.headers)
+        self.varying = [
+            "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+            for headers in workload.body_headers
+        ] or [b""]
         self.fresh = f"{workload.per_request_header}: ".encode()
         self.sent = 0
 
     async def one(self, results: Results | None, started: float) -> None:
         w = self.workload
-        body = w.bodies[self.sent % len(w.bodies)]
+        index = self.sent % len(w.bodies)
+        body = w.bodies[index]
         self.sent += 1
-        extra = b"%s%s\r\n" % (self.fresh, str(uuid.uuid4()).encode())
+        extra = b"%s%s%s\r\n" % (
+            self.varying[index % len(self.varying)],
+            self.fresh,
+            str(uuid.uuid4()).encode(),
+        )
         connection = await self.idle.get()
         try:
             response = await connection.send(self.head, body, extra)
@@ -317,6 +394,7 @@ def summarise(
         "kind": args.kind,
         "mode": f"open-loop {args.rate:g} req/s" if args.rate else "closed-loop",
         "client": args.client,
+        "senders": "single" if args.single else "demo ICB",
         "pool": args.pool,
         "concurrency": args.concurrency,
         "duration_s": args.duration,
@@ -355,8 +433,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     elif args.kind == "get":
         workload = get_workload(args.token or mint_token(), args.path)
     else:
-        token = args.token or mint_token()
-        workload = fhir_workload(token) if args.kind == "fhir" else json_workload(token)
+        who = senders(args.token, args.single)
+        build = fhir_workload if args.kind == "fhir" else json_workload
+        workload = build(who, args.single)
     if args.client == "raw":
         connections = [rawhttp.Connection.for_url(args.url) for _ in range(args.concurrency)]
         try:
@@ -460,7 +539,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one client per connection (default) or one client with a shared pool",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request seconds")
-    parser.add_argument("--token", default=None, help="bearer token (default: mint one)")
+    parser.add_argument(
+        "--token", default=None, help="the bearer token of the single sender (default: mint one)"
+    )
+    parser.add_argument(
+        "--single",
+        action="store_true",
+        help="one practice (A81001) to one pharmacy (FA001) only: every referral counts in the "
+        "same rollup rows (default: every practice of the demo ICB to the pharmacies in turn)",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="write the figures here")
     parser.add_argument("--markers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

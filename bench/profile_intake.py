@@ -113,12 +113,11 @@ def prepare(kind: str) -> tuple[Any, intake.Workload]:
     token = create_access_token(
         subject="bench", org="A81001", role=Role.GP_PRACTICE, ttl=timedelta(hours=1)
     )
-    workload = {
-        "fhir": intake.fhir_workload,
-        "json": intake.json_workload,
-        "healthz": lambda _token: intake.healthz_workload(),
-    }[kind](token)
-    return app, workload
+    single = intake.Senders(practices=[intake.SENDER_ODS], tokens={intake.SENDER_ODS: token})
+    if kind == "healthz":
+        return app, intake.healthz_workload()
+    build = intake.fhir_workload if kind == "fhir" else intake.json_workload
+    return app, build(single, True)
 
 
 async def drive(
@@ -131,6 +130,8 @@ async def drive(
 
         async def send(i: int) -> None:
             headers = {**workload.headers, workload.per_request_header: str(uuid.uuid4())}
+            if workload.body_headers:
+                headers.update(workload.body_headers[i % len(workload.body_headers)])
             body = workload.bodies[i % len(workload.bodies)]
             response = await client.request(
                 workload.method, workload.path, content=body or None, headers=headers

@@ -19,7 +19,7 @@ from app.db import writes
 from app.db.session import request_session
 from app.models.enums import ReferralStatus, Role
 from app.models.event import ReferralEvent
-from app.models.referral import Referral
+from app.models.referral import InboundMessage, Referral
 from app.models.rollup import KEY_COLUMNS, UptakeRollup
 from tests.factories import make_referral
 
@@ -305,3 +305,57 @@ def test_json_carries_every_value_as_the_statement_by_statement_path_writes_it(
         session.expunge(stored)
 
     assert rows[0] == rows[1]
+
+
+def test_construct_gives_the_model_its_constructor_would() -> None:
+    given: dict[str, Any] = {
+        "sender_ods": "A81001",
+        "key_kind": "idempotency-key",
+        "key": "k-1",
+        "body_sha256": "0" * 64,
+        "referral_id": uuid.uuid4(),
+        "action": "create",
+        "body": "{}",
+        "received_at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+    }
+
+    built = writes.construct(InboundMessage, **given)
+    made = InboundMessage(**given)
+
+    assert built.model_dump() == made.model_dump()
+    assert writes.row_of(built) == writes.row_of(made)
+
+
+def test_construct_fills_defaults_and_refuses_a_missing_required_value() -> None:
+    referral = writes.construct(Referral, **_required_referral_values())
+
+    assert isinstance(referral.id, uuid.UUID)  # default_factory
+    assert referral.version == 1
+    assert referral.overdue_at is None
+    values = _required_referral_values()
+    del values["reason"]
+    with pytest.raises(TypeError, match="reason"):
+        writes.construct(Referral, **values)
+
+
+def _required_referral_values() -> dict[str, Any]:
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    return {
+        "reference": "PF-TEST1-TEST2",
+        "service": "pharmacy-first",
+        "status": ReferralStatus.RECEIVED,
+        "source": "gp-practice",
+        "intake": "json",
+        "priority": "routine",
+        "referrer_ods": "A81001",
+        "pharmacy_ods": "FA001",
+        "patient_family_name": "Quillfeather",
+        "patient_given_name": "Marisol",
+        "patient_birth_date": date(1990, 1, 1),
+        "patient_sex": "female",
+        "reason": "Sore throat",
+        "authored_at": now,
+        "due_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -130,10 +130,11 @@ def load(
     values = rows[0]
     table: Table = model.__table__  # type: ignore[attr-defined]
     if session.get_bind().dialect.name == "postgresql":  # the driver's values, not SQLAlchemy's
-        values = tuple(
-            value if convert is None or value is None else convert(value)
-            for convert, value in zip(_processors(table), values, strict=True)
-        )
+        converted = list(values)
+        for position, convert in _processors(table):
+            if converted[position] is not None:
+                converted[position] = convert(converted[position])
+        values = tuple(converted)
     key = session.identity_key(model, tuple(values[i] for i in _key_positions(table)))
     held = session.identity_map.get(key)
     if isinstance(held, model):
@@ -146,16 +147,17 @@ def load(
 
 
 @cache
-def _processors(table: Table) -> tuple[Callable[[Any], Any] | None, ...]:
+def _processors(table: Table) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
     """What SQLAlchemy does to a column's driver value when it reads one, where psycopg's value
-    is not already the model's: an enum's string to its member, a timestamp to UTC (the other
-    column types psycopg reads as the same Python values SQLAlchemy would give)."""
-    return tuple(
-        column.type.dialect_impl(_POSTGRESQL).result_processor(_POSTGRESQL, None)
-        if isinstance(column.type, SAEnum | TypeDecorator)
-        else None
-        for column in table.columns
-    )
+    is not already the model's (an enum's string to its member, a timestamp to UTC; psycopg
+    reads the other columns as the Python values SQLAlchemy would give): (position, function)."""
+    found = []
+    for position, column in enumerate(table.columns):
+        if isinstance(column.type, SAEnum | TypeDecorator):
+            convert = column.type.dialect_impl(_POSTGRESQL).result_processor(_POSTGRESQL, None)
+            if convert is not None:
+                found.append((position, convert))
+    return tuple(found)
 
 
 @cache

@@ -312,7 +312,8 @@ def record_consultation(
         )
     if assessment.stage in earlier:
         raise Conflict(f"Stage {assessment.stage} is already recorded for this referral.")
-    consultation = Consultation(
+    consultation = writes.construct(
+        Consultation,
         referral_id=referral.id,
         service=referral.service,
         stage=assessment.stage,

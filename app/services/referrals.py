@@ -4,7 +4,7 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from types import SimpleNamespace
@@ -210,31 +210,17 @@ def _replay(*, session: Session, message: InboundMessage, key: IntakeKey) -> Int
 
 
 def _checked_source(
-    *, session: Session, new: NewReferral, caller: User, now: datetime
-) -> tuple[ReferralSource, str | None]:
-    """Every rule a new referral must meet, with the directory read once (that read also brings
-    the placement of the patient's practice, for the referral's rollup counts); the referral's
-    source and the patient's registered practice."""
+    *, session: Session, new: NewReferral, caller: User, today: date
+) -> ReferralSource:
+    """Every rule a new referral must meet, with the directory read once."""
     source = _resolve_source(new=new, caller=caller)
-    practice = new.patient_practice_ods
-    if practice is None and source is ReferralSource.GP_PRACTICE:
-        practice = caller.org
-    day = rollups.local_day(now)
     directory = organisation_service.intake_directory(
-        session=session,
-        caller_ods=caller.org,
-        pharmacy_ods=new.pharmacy_ods,
-        service=new.service,
-        practice_ods=practice,
-        on=day,
-    )
-    rollups.remember_placement(
-        session=session, practice_ods=practice or "", day=day, found=directory.practice
+        session=session, caller_ods=caller.org, pharmacy_ods=new.pharmacy_ods, service=new.service
     )
     _check_referrer(new=new, caller=caller, organisation=directory.caller)
     _check_pharmacy(new=new, caller=caller, pharmacy=directory.pharmacy)
-    _check_eligibility(new=new, source=source, today=now.date())
-    return source, practice
+    _check_eligibility(new=new, source=source, today=today)
+    return source
 
 
 def create_referral(
@@ -247,13 +233,17 @@ def create_referral(
     key is looked up only when the rules refuse the request or the insert finds it taken."""
     now = utc_now()
     try:
-        source, practice = _checked_source(session=session, new=new, caller=caller, now=now)
+        source = _checked_source(session=session, new=new, caller=caller, today=now.date())
     except AppError:
         existing = _existing_message(session=session, caller=caller, key=key)
         if existing is not None:
             return _replay(session=session, message=existing, key=key)
         raise
-    referral = Referral(
+    practice = new.patient_practice_ods
+    if practice is None and source is ReferralSource.GP_PRACTICE:
+        practice = caller.org
+    referral = writes.construct(
+        Referral,
         reference=new_reference(new.service),
         service=new.service,
         pathway=new.pathway if new.service is Service.PHARMACY_FIRST else None,
@@ -323,7 +313,8 @@ def create_referral(
 def _message(
     *, caller: User, key: IntakeKey, referral_id: uuid.UUID, action: str, now: datetime
 ) -> InboundMessage:
-    return InboundMessage(
+    return writes.construct(
+        InboundMessage,
         sender_ods=caller.org,
         key_kind=key.kind,
         key=key.key,

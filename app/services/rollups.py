@@ -25,7 +25,7 @@ from app.db.session import READING
 from app.models.consultation import Consultation
 from app.models.enums import ReferralStatus, Service
 from app.models.referral import Referral
-from app.models.rollup import HOUR_COLUMNS, HOUR_EDGES, KEY_COLUMNS, UptakeRollup
+from app.models.rollup import HOUR_COLUMNS, HOUR_EDGES, UptakeRollup
 
 LONDON = ZoneInfo("Europe/London")
 PRACTICE = "practice"
@@ -76,9 +76,8 @@ def _in_force(alias: str) -> str:
     return f"{alias}.start_date <= :day AND ({alias}.end_date IS NULL OR {alias}.end_date >= :day)"
 
 
-# A practice's PCN on a day, that PCN's place and the place's ICB, from the dated memberships
-# (:practice, :day); the intake's directory read (app/services/organisations.py) joins it too.
-PLACEMENT_SQL = (
+# A practice's PCN on a day, that PCN's place and the place's ICB, from the dated memberships.
+_PLACEMENT_SQL = (
     "SELECT pcn.group_ods AS pcn, place.group_ods AS place, icb.group_ods AS icb "
     "FROM membership AS pcn "
     f"LEFT OUTER JOIN membership AS place ON place.member_ods = pcn.group_ods AND {_in_force('place')} "
@@ -86,7 +85,7 @@ PLACEMENT_SQL = (
     f"WHERE pcn.member_ods = :practice AND {_in_force('pcn')} "
     "ORDER BY pcn.start_date DESC LIMIT 1"
 )
-_PLACEMENT = raw.Statement(text(PLACEMENT_SQL).bindparams(bindparam("day", type_=Date())))
+_PLACEMENT = raw.Statement(text(_PLACEMENT_SQL).bindparams(bindparam("day", type_=Date())))
 
 
 def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement:
@@ -99,14 +98,6 @@ def placement(*, session: OrmSession, practice_ods: str, day: date) -> Placement
         rows = raw.fetch(session, _PLACEMENT, {"practice": practice_ods, "day": day})
         cache[key] = Placement(*(value or "" for value in rows[0])) if rows else Placement()
     return cache[key]
-
-
-def remember_placement(
-    *, session: OrmSession, practice_ods: str, day: date, found: Placement
-) -> None:
-    """A placement read with something else (the intake's directory read), for this change."""
-    if practice_ods:
-        session.info.setdefault(_PLACES, {})[(practice_ods, day)] = found
 
 
 def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -> None:
@@ -123,7 +114,7 @@ def _add(*, session: OrmSession, referral: Referral, counts: dict[str, float]) -
     ):
         for grain, period in ((DAY, day), (MONTH, month_start(day))):
             key = (grain, period, side, org, place.pcn_ods, place.place_ods, place.icb_ods, *keyed)
-            writes.add_counts(session, _ROLLUP, dict(zip(KEY_COLUMNS, key, strict=True)), counts)
+            writes.add_counts_at(session, _ROLLUP, key, counts)
 
 
 def referral_created(*, session: OrmSession, referral: Referral) -> None:
