@@ -90,6 +90,9 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
+        # pharmref has its own metrics (/metrics) and JSON logs; FastAPI's OpenTelemetry hooks,
+        # with no provider configured, only cost each request their bookkeeping.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         lifespan=lifespan,
     )
     errors.install(app)

@@ -64,14 +64,15 @@ def mint(role: str, org: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def referral_bodies(count: int) -> list[bytes]:
-    """Pharmacy First minor-illness referrals to FA001, one per test-range NHS number."""
+def referral_bodies(count: int, pharmacies: list[str] | None = None) -> list[bytes]:
+    """Pharmacy First minor-illness referrals, one per test-range NHS number, to FA001 or to the
+    given pharmacies in turn."""
     bodies = []
-    for number in intake.test_range_nhs_numbers(count):
+    for index, number in enumerate(intake.test_range_nhs_numbers(count)):
         body = {
             "service": "pharmacy-first",
             "pathway": "minor-illness",
-            "pharmacy_ods": PHARMACY_ODS,
+            "pharmacy_ods": pharmacies[index % len(pharmacies)] if pharmacies else PHARMACY_ODS,
             "priority": "routine",
             "patient": {
                 "nhs_number": number,
@@ -102,16 +103,48 @@ class Tally:
 
 
 class Lifecycles:
+    """Whose lifecycles: one practice's token, one pharmacy's token and the bodies to it, or (from
+    `spread`) each body with the token of a practice of its own and of the pharmacy it names."""
+
     def __init__(self, gp_token: str, pharmacy_token: str, bodies: list[bytes]) -> None:
-        self.gp = {"Authorization": f"Bearer {gp_token}", "Content-Type": "application/json"}
-        self.pharmacy = {
+        gp = {"Authorization": f"Bearer {gp_token}", "Content-Type": "application/json"}
+        pharmacy = {
             "Authorization": f"Bearer {pharmacy_token}",
             "Content-Type": "application/json",
         }
-        self.bodies = bodies
+        self.parties = [(gp, pharmacy, body) for body in bodies]
         self.accept_body = json.dumps({"version": 1}).encode()
         self.consultation_body = json.dumps(CONSULTATION).encode()
         self.sent = 0
+
+    @classmethod
+    def spread(cls, count: int) -> "Lifecycles":
+        """Every practice of the demo ICB referring to the Pharmacy First pharmacies in turn, each
+        pharmacy accepting and recording its own (tokens minted with the project's signing key)."""
+        sys.path.insert(0, str(ROOT))
+        from app.auth.tokens import create_access_token
+        from app.models.enums import Role
+
+        practices = intake.demo_practices()
+        pharmacies = intake.demo_pharmacies("pharmacy-first")
+
+        def headers(role: Role, org: str) -> dict[str, str]:
+            token = create_access_token(subject=f"bench-{org}", org=org, role=role)
+            return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        gp = {ods: headers(Role.GP_PRACTICE, ods) for ods in practices}
+        chemist = {ods: headers(Role.PHARMACY, ods) for ods in pharmacies}
+        bodies = referral_bodies(count, pharmacies)
+        lifecycles = cls("", "", [])
+        lifecycles.parties = [
+            (
+                gp[practices[index % len(practices)]],
+                chemist[pharmacies[index % len(pharmacies)]],
+                body,
+            )
+            for index, body in enumerate(bodies)
+        ]
+        return lifecycles
 
     async def _step(
         self,
@@ -156,12 +189,12 @@ class Lifecycles:
 
     async def one(self, client: rawhttp.Connection, tally: Tally | None) -> None:
         """Run one lifecycle; stop at the first step that does not answer as it must."""
-        body = self.bodies[self.sent % len(self.bodies)]
+        gp, pharmacy, body = self.parties[self.sent % len(self.parties)]
         self.sent += 1
         began = time.perf_counter()
         if tally is not None:
             tally.started += 1
-        headers = {**self.gp, "Idempotency-Key": str(uuid.uuid4())}
+        headers = {**gp, "Idempotency-Key": str(uuid.uuid4())}
         created = await self._step(
             client,
             tally,
@@ -180,7 +213,7 @@ class Lifecycles:
             "accept",
             f"{path}/accept",
             self.accept_body,
-            self.pharmacy,
+            pharmacy,
             (200, {"status": "accepted", "version": 2}),
         )
         if accepted is None:
@@ -191,7 +224,7 @@ class Lifecycles:
             "consultation",
             f"{path}/consultation",
             self.consultation_body,
-            self.pharmacy,
+            pharmacy,
             (201, {"referral_status": "completed", "referral_version": 3}),
         )
         if consulted is None:
@@ -251,6 +284,7 @@ def summarise(
     ok = sum(s["ok"] for s in steps.values())
     return {
         "kind": "lifecycle",
+        "senders": "single" if args.single else "demo ICB",
         "mode": "closed-loop",
         "concurrency": args.concurrency,
         "duration_s": args.duration,
@@ -273,9 +307,12 @@ def summarise(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    gp_token = args.token or mint("gp-practice", GP_ODS)
-    pharmacy_token = args.pharmacy_token or mint("pharmacy", PHARMACY_ODS)
-    lifecycles = Lifecycles(gp_token, pharmacy_token, referral_bodies(intake.BODY_VARIANTS))
+    if args.single:
+        gp_token = args.token or mint("gp-practice", GP_ODS)
+        pharmacy_token = args.pharmacy_token or mint("pharmacy", PHARMACY_ODS)
+        lifecycles = Lifecycles(gp_token, pharmacy_token, referral_bodies(intake.BODY_VARIANTS))
+    else:
+        lifecycles = Lifecycles.spread(intake.BODY_VARIANTS)
     # One keep-alive connection per worker, through bench/rawhttp.py (a few tens of microseconds
     # of generator CPU a request, where httpx spent about a millisecond).
     clients = [rawhttp.Connection.for_url(args.url) for _ in range(args.concurrency)]
@@ -340,6 +377,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request seconds")
     parser.add_argument("--token", default=None, help="GP A81001 token (default: mint one)")
     parser.add_argument("--pharmacy-token", default=None, help="FA001 token (default: mint one)")
+    parser.add_argument(
+        "--single",
+        action="store_true",
+        help="A81001's referrals to FA001 only, every one in the same rollup rows (default: "
+        "every practice of the demo ICB to the Pharmacy First pharmacies in turn)",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="write the figures here")
     parser.add_argument("--markers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
