@@ -229,7 +229,12 @@ def _one_statement(work: _Pending) -> tuple[raw.Statement, dict[str, Any]]:
             _check_row(table, row)
         parameters[f"i{index}"] = _json(rows)
     for index, (table, by_key) in enumerate(work.counts.items()):
-        parameters[f"c{index}"] = _json(_count_rows(table, by_key))
+        names = _key_names(table)
+        rows = [
+            dict(zip(names, key, strict=True)) | _amounts(table, amounts)
+            for key, amounts in sorted(by_key.items())
+        ]
+        parameters[f"c{index}"] = _json(rows)
     return _statement(shape), parameters
 
 
@@ -268,9 +273,12 @@ def _statement(shape: _Shape) -> raw.Statement:
     for index, (table, added) in enumerate(counted):
         keys = ", ".join(column.key for column in table.primary_key.columns)
         sums = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in added)
+        # The rows carry their key and the counters the change adds to; json_populate_recordset
+        # takes every other column from its first argument, a row of zeros.
+        zeros = ", ".join("NULL" if column.primary_key else "0" for column in table.columns)
         ctes.append(
             f"c{index} AS (INSERT INTO {table.name} AS t SELECT * "
-            f"FROM json_populate_recordset(NULL::{table.name}, :c{index}){where} "
+            f"FROM json_populate_recordset(ROW({zeros})::{table.name}, :c{index}){where} "
             f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {sums})"
         )
     last = "SELECT count(*) FROM g" if gated else "SELECT 1"
