@@ -27,7 +27,7 @@ Mapping (BaRS element -> referral field):
 | MedicationStatement (DMS referrals)               | discharge medicines; Encounter.period.end = discharge |
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -290,50 +290,45 @@ def parse_message(raw: Any, *, supported_versions: list[str]) -> BarsMessage:
     return message
 
 
-def _walk_codings(value: Any, expression: str) -> Iterator[tuple[str, Json]]:
+def _bad_snomed_codings(value: Any, path: list[str | int]) -> Iterator[list[str | int]]:
+    """The paths (keys and list indexes below `value`) of SNOMED codings whose code fails its
+    check digit; `path` is extended and restored as the walk goes (a path is built only for the
+    codes it finds)."""
     if isinstance(value, dict):
-        if "system" in value and "code" in value and isinstance(value.get("code"), str):
-            yield expression, value
-        for key, child in value.items():
-            yield from _walk_codings(child, f"{expression}.{key}")
+        code = value.get("code")
+        if (
+            value.get("system") == systems.SNOMED
+            and isinstance(code, str)
+            and not snomed_code_is_valid(code)
+        ):
+            yield list(path)
+        children: Iterable[tuple[str | int, Any]] = value.items()
     elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield from _walk_codings(child, f"{expression}[{index}]")
-
-
-def _snomed_codes(value: Any) -> Iterator[str]:
-    """Every SNOMED code in a JSON value, without building paths (the common, clean case)."""
-    if isinstance(value, dict):
-        if value.get("system") == systems.SNOMED and isinstance(value.get("code"), str):
-            yield value["code"]
-        for child in value.values():
-            if isinstance(child, dict | list):
-                yield from _snomed_codes(child)
-    elif isinstance(value, list):
-        for child in value:
-            if isinstance(child, dict | list):
-                yield from _snomed_codes(child)
+        children = enumerate(value)
+    else:
+        return
+    for key, child in children:
+        if isinstance(child, dict | list):
+            path.append(key)
+            yield from _bad_snomed_codings(child, path)
+            path.pop()
 
 
 def _snomed_warnings(message: BarsMessage) -> list[Issue]:
     """Bad SNOMED check digits in elements pharmref does not interpret become warnings."""
-    if all(snomed_code_is_valid(code) for code in _snomed_codes(message.raw)):
-        return []
     warnings = []
     for index, entry in enumerate(message.raw["entry"]):
         resource = entry["resource"]
         kind = resource["resourceType"]
-        for expression, coding in _walk_codings(resource, message.path(index)):
-            if coding.get("system") != systems.SNOMED or snomed_code_is_valid(coding["code"]):
-                continue
-            element = expression.split(".resource.", 1)[1] if ".resource." in expression else ""
-            if f"{kind}.{element.split('.')[0].split('[')[0]}" in INTERPRETED_CODES:
+        for path in _bad_snomed_codings(resource, []):
+            if path and f"{kind}.{path[0]}" in INTERPRETED_CODES:
                 continue  # reported as an error where the code is interpreted
+            below = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
             warnings.append(
                 Issue(
                     "code-invalid",
                     "SNOMED CT code fails its check digit; ignored because pharmref does not depend on it.",
-                    expression + ".code",
+                    f"{message.path(index)}{below}.code",
                     severity="warning",
                 )
             )

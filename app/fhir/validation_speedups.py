@@ -1,7 +1,7 @@
-"""Faster, equivalent versions of two of fhir_core's per-element validation steps.
+"""Faster, equivalent versions of three of fhir_core's per-element validation steps.
 
 fhir_core validates every nested element of a resource through Python hooks. For a 20 KB BaRS
-message (about 170 elements) two of them cost about half of `Bundle.model_validate`:
+message (about 170 elements) these cost more than half of `Bundle.model_validate`:
 
 1. The class of every nested resource is looked up by dotted name through pydantic's
    `import_string`, whose first attempt is a failing `import_module("package.module.Class")`.
@@ -12,8 +12,15 @@ message (about 170 elements) two of them cost about half of `Bundle.model_valida
    fields those are is fixed per class, so they are worked out once per class; the check of the
    element's data is the same, field for field and error for error.
 
-pydantic keeps a reference to the validator function in every model's compiled schema, so (2)
-replaces that function's code in place. It is done only for the fhir_core releases whose
+3. `FHIRAbstractModel.validate_after_model_construction` (a `mode="after"` model validator, which
+   pydantic runs twice for every element: once for fhir_core's own `__init__` and once around it)
+   calls the required-primitive and choice-type checks of the element's class, which for most
+   classes have nothing to check (their lists of such fields are fixed per class). Which of the
+   two a class needs is worked out once; the checks run, in the same order, for the classes that
+   have something to check.
+
+pydantic keeps a reference to the validator functions in every model's compiled schema, so (2)
+and (3) replace those functions' code in place. It is done only for the fhir_core releases whose
 function it was checked against (`tests/fhir/test_validation_speedups.py` runs both versions
 over every field of every model and fails when fhir_core moves on, so the check is repeated).
 """
@@ -27,8 +34,9 @@ import fhir_core.types
 
 CHECKED_FHIR_CORE = frozenset({"1.1.12"})
 
-# A name in fhir_core.fhirabstractmodel's namespace, where the replacement code runs.
+# Names in fhir_core.fhirabstractmodel's namespace, where the replacement code runs.
 _FIELDS_CACHE = "_pharmref_complex_list_fields"
+_CHECKS_CACHE = "_pharmref_after_checks"
 
 
 def _reject_null_complex_elements(cls: Any, data: Any) -> Any:
@@ -68,11 +76,31 @@ def _reject_null_complex_elements(cls: Any, data: Any) -> Any:
     return data
 
 
+def _validate_after_model_construction(self: Any) -> Any:
+    """fhir_core's after-validator, with the checks the element's class has nothing for skipped
+    (which ones is worked out once per class)."""
+    cls = type(self)
+    checks = _pharmref_after_checks.get(cls)  # type: ignore[name-defined]  # noqa: F821
+    if checks is None:
+        checks = (len(self.get_required_fields()) > 0, len(self.get_one_of_many_fields()) > 0)
+        _pharmref_after_checks[cls] = checks  # type: ignore[name-defined]  # noqa: F821
+    if checks[0]:
+        self._validate_required_primitive_elements()
+    if checks[1]:
+        self._validate_one_of_many()
+    return self
+
+
 def _validator_function() -> Any:
     return fhir_core.fhirabstractmodel.FHIRAbstractModel.reject_null_complex_elements.__func__
 
 
+def _after_validator_function() -> Any:
+    return fhir_core.fhirabstractmodel.FHIRAbstractModel.validate_after_model_construction
+
+
 ORIGINAL_REJECT_NULL_CODE = _validator_function().__code__
+ORIGINAL_AFTER_CODE = _after_validator_function().__code__
 
 
 def fhir_core_checked() -> bool:
@@ -80,13 +108,16 @@ def fhir_core_checked() -> bool:
 
 
 def install() -> None:
-    """Apply both (once; a no-op on an unchecked fhir_core release for the second)."""
+    """Apply all three (once; (2) and (3) only on the fhir_core release they were checked
+    against)."""
     lookup = fhir_core.types.import_string  # type: ignore[attr-defined]
     if not hasattr(lookup, "cache_info"):
         fhir_core.types.import_string = functools.cache(lookup)  # type: ignore[attr-defined]
     if fhir_core_checked():
         vars(fhir_core.fhirabstractmodel).setdefault(_FIELDS_CACHE, {})
+        vars(fhir_core.fhirabstractmodel).setdefault(_CHECKS_CACHE, {})
         _validator_function().__code__ = _reject_null_complex_elements.__code__
+        _after_validator_function().__code__ = _validate_after_model_construction.__code__
 
 
 install()

@@ -128,3 +128,72 @@ def test_null_in_a_complex_list_is_still_refused_through_the_model(name: str) ->
 
     with pytest.raises(ValidationError, match="None is not allowed"):
         cls.model_validate(body)
+
+
+def _original_after() -> Callable[[FHIRAbstractModel], Any]:
+    code = validation_speedups.ORIGINAL_AFTER_CODE
+    return types.FunctionType(code, vars(fhir_abstract_model))
+
+
+def test_the_faster_after_validator_is_installed_on_the_checked_fhir_core_release() -> None:
+    installed = FHIRAbstractModel.validate_after_model_construction.__code__
+    assert installed is not validation_speedups.ORIGINAL_AFTER_CODE
+
+
+def test_after_validator_answers_as_fhir_core_for_every_model() -> None:
+    """For each model: an instance missing each required primitive, and one with two values of a
+    choice type, get the same outcome (returned, or the same error) from both versions."""
+    original = _original_after()
+    installed: Callable[[FHIRAbstractModel], Any] = vars(FHIRAbstractModel)[
+        "validate_after_model_construction"
+    ]
+    compared = 0
+    for cls in _models():
+        instance = cls.model_construct()
+        cases = [instance]
+        for fields in cls().get_one_of_many_fields().values() if _constructible(cls) else []:
+            both = cls.model_construct()
+            for name in fields[:2]:
+                object.__setattr__(both, name, "x")
+            cases.append(both)
+        for case in cases:
+            assert _after_outcome(installed, case) == _after_outcome(original, case), cls
+            compared += 1
+    assert compared > 100
+
+
+def _constructible(cls: type[FHIRAbstractModel]) -> bool:
+    try:
+        cls()
+    except ValidationError:
+        return False
+    return True
+
+
+def _after_outcome(check: Callable[[FHIRAbstractModel], Any], instance: FHIRAbstractModel) -> Any:
+    try:
+        return ("returned", check(instance) is instance)
+    except ValidationError as exc:
+        return ("refused", exc.title, exc.errors(include_url=False))
+    except ValueError as exc:
+        return ("refused", str(exc))
+
+
+def test_a_missing_required_primitive_is_still_refused_through_the_model() -> None:
+    with pytest.raises(ValidationError, match="status"):
+        get_fhir_model_class("ServiceRequest").model_validate(
+            {"resourceType": "ServiceRequest", "intent": "order", "subject": {"reference": "x"}}
+        )
+
+
+def test_two_values_of_one_choice_type_are_still_refused_through_the_model() -> None:
+    with pytest.raises(ValidationError, match="one field value"):
+        get_fhir_model_class("Observation").model_validate(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "valueString": "a",
+                "valueBoolean": True,
+            }
+        )
