@@ -223,7 +223,8 @@ def test_no_statement_timeout_when_set_to_zero(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.postgres_only
 def test_engine_recovers_by_itself_after_the_database_returns(engine: Engine) -> None:
     """Cut every connection and refuse new ones: 503s; restore: 200s on the same engine, with no
-    restart (the pool's pre-ping and disconnect handling replace the dead connections)."""
+    restart (the pool's check of each connection it hands out, and its disconnect handling,
+    replace the dead connections)."""
     if engine.dialect.name != "postgresql":
         pytest.skip("needs a PostgreSQL server to cut off")
     with TcpProxy(engine.url.host or "127.0.0.1", engine.url.port or 5432) as proxy:
@@ -253,7 +254,7 @@ def test_engine_recovers_by_itself_after_the_database_returns(engine: Engine) ->
 @pytest.mark.postgres_only
 def test_connections_left_from_before_a_restart_are_replaced_unseen(engine: Engine) -> None:
     """The database restarts while the pool is idle: the first request after it must not pay
-    for the dead pooled connection (pre-ping replaces it)."""
+    for the dead pooled connection (the pool's check replaces it)."""
     if engine.dialect.name != "postgresql":
         pytest.skip("needs a PostgreSQL server to cut off")
     with TcpProxy(engine.url.host or "127.0.0.1", engine.url.port or 5432) as proxy:
