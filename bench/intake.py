@@ -233,6 +233,11 @@ class Results:
     error_samples: list[str] = field(default_factory=list)
     max_dispatch_lag_ms: float = 0.0
 
+    def answered(self, status: int, started: float, text: Callable[[], str]) -> None:
+        """Record an answer that came back (its body's text read only for an error sample)."""
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.record(status, elapsed_ms, "" if 200 <= status < 300 else text())
+
     def record(self, status: int | None, latency_ms: float, detail: str = "") -> None:
         key = str(status) if status is not None else "transport-error"
         self.statuses[key] = self.statuses.get(key, 0) + 1
@@ -256,7 +261,19 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-class Runner:
+class Sender:
+    """What both runners share: the workload and which of its bodies goes next."""
+
+    workload: Workload
+    sent: int
+
+    def next_body(self) -> tuple[int, bytes]:
+        index = self.sent % len(self.workload.bodies)
+        self.sent += 1
+        return index, self.workload.bodies[index]
+
+
+class Runner(Sender):
     """Sends requests over `concurrency` keep-alive HTTP/1.1 connections.
 
     `sharded` (default): one single-connection AsyncClient per connection, handed out through a
@@ -275,9 +292,7 @@ class Runner:
     async def one(self, results: Results | None, started: float) -> None:
         """Send one request; `started` is when it was (meant to be) sent, for latency."""
         w = self.workload
-        index = self.sent % len(w.bodies)
-        body = w.bodies[index]
-        self.sent += 1
+        index, body = self.next_body()
         headers = {**w.headers, w.per_request_header: str(uuid.uuid4())}
         if w.body_headers:
             headers.update(w.body_headers[index % len(w.body_headers)])
@@ -290,13 +305,11 @@ class Runner:
             return
         finally:
             self.idle.put_nowait(client)
-        elapsed_ms = (time.perf_counter() - started) * 1000
         if results is not None:
-            ok = 200 <= response.status_code < 300
-            results.record(response.status_code, elapsed_ms, "" if ok else response.text)
+            results.answered(response.status_code, started, lambda: response.text)
 
 
-class RawRunner:
+class RawRunner(Sender):
     """Runner's protocol over bench/rawhttp.py connections: the fixed part of each request is
     rendered once, so a request costs the generator a UUID, one bytes format and a parse of the
     status line."""
@@ -315,10 +328,7 @@ class RawRunner:
         self.sent = 0
 
     async def one(self, results: Results | None, started: float) -> None:
-        w = self.workload
-        index = self.sent % len(w.bodies)
-        body = w.bodies[index]
-        self.sent += 1
+        index, body = self.next_body()
         extra = b"%s%s%s\r\n" % (
             self.varying[index % len(self.varying)],
             self.fresh,
@@ -333,10 +343,8 @@ class RawRunner:
             return
         finally:
             self.idle.put_nowait(connection)
-        elapsed_ms = (time.perf_counter() - started) * 1000
         if results is not None:
-            ok = 200 <= response.status_code < 300
-            results.record(response.status_code, elapsed_ms, "" if ok else response.text)
+            results.answered(response.status_code, started, lambda: response.text)
 
 
 async def closed_loop(

@@ -66,6 +66,24 @@ def check_transition(current: S, target: S) -> None:
         raise InvalidTransition(f"The referral is {current}; it cannot become {target}.")
 
 
+def add_received(
+    *, session: Session, referral: Referral, caller: User, action: str, detail: dict[str, Any]
+) -> None:
+    """A new referral among the change's writes, as received: the row, its counts in the
+    rollups and its first event (version 1)."""
+    writes.insert(session, referral)
+    rollups.referral_created(session=session, referral=referral)
+    record_event(
+        session=session,
+        referral_id=referral.id,
+        caller=caller,
+        action=action,
+        version=1,
+        to_status=S.RECEIVED,
+        detail=detail,
+    )
+
+
 def record_event(
     *,
     session: Session,
@@ -389,15 +407,11 @@ def forward_referral(
         reason=reason,
         detail={"to_pharmacy_ods": target.ods_code, "to_referral_id": str(copy.id)},
     )
-    writes.insert(session, copy)
-    rollups.referral_created(session=session, referral=copy)
-    record_event(
+    add_received(
         session=session,
-        referral_id=copy.id,
+        referral=copy,
         caller=caller,
         action="received-by-forwarding",
-        version=1,
-        to_status=S.RECEIVED,
         detail={"from_pharmacy_ods": referral.pharmacy_ods, "from_referral_id": str(referral.id)},
     )
     commit_change(session)

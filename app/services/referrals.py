@@ -52,7 +52,7 @@ from app.models.referral import (
     ReferralPublic,
 )
 from app.models.user import User
-from app.services import clinical_rules, lifecycle, rollups
+from app.services import clinical_rules, lifecycle
 from app.services import organisations as organisation_service
 from app.services.references import new_reference
 
@@ -283,15 +283,11 @@ def create_referral(
     )
     # The referral, its created event, its inbound message and its rollup counts: one statement
     # on PostgreSQL (app/db/writes.py).
-    writes.insert(session, referral)
-    rollups.referral_created(session=session, referral=referral)
-    lifecycle.record_event(
+    lifecycle.add_received(
         session=session,
-        referral_id=referral.id,
+        referral=referral,
         caller=caller,
         action="created",
-        version=1,
-        to_status=ReferralStatus.RECEIVED,
         detail={"intake": str(intake)},
     )
     message = _message(caller=caller, key=key, referral_id=referral.id, action="create", now=now)
