@@ -229,12 +229,7 @@ def _one_statement(work: _Pending) -> tuple[raw.Statement, dict[str, Any]]:
             _check_row(table, row)
         parameters[f"i{index}"] = _json(rows)
     for index, (table, by_key) in enumerate(work.counts.items()):
-        names = _key_names(table)
-        rows = [
-            dict(zip(names, key, strict=True)) | _amounts(table, amounts)
-            for key, amounts in sorted(by_key.items())
-        ]
-        parameters[f"c{index}"] = _json(rows)
+        parameters[f"c{index}"] = _json(_count_rows(table, by_key, zeros=False))
     return _statement(shape), parameters
 
 
@@ -271,7 +266,7 @@ def _statement(shape: _Shape) -> raw.Statement:
                 f"i{index} AS (INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {rows})"
             )
     for index, (table, added) in enumerate(counted):
-        keys = ", ".join(column.key for column in table.primary_key.columns)
+        keys = ", ".join(_key_names(table))
         sums = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in added)
         # The rows carry their key and the counters the change adds to; json_populate_recordset
         # takes every other column from its first argument, a row of zeros.
@@ -357,29 +352,32 @@ def _write_each(connection: Connection, work: _Pending) -> None:
 def _upsert_each(
     connection: Connection, table: Table, by_key: Mapping[tuple[Any, ...], Counter[str]]
 ) -> None:
-    connection.execute(_upsert_statement(table), _count_rows(table, by_key))
+    connection.execute(_upsert_statement(table), _count_rows(table, by_key, zeros=True))
 
 
 def _count_rows(
-    table: Table, by_key: Mapping[tuple[Any, ...], Counter[str]]
+    table: Table, by_key: Mapping[tuple[Any, ...], Counter[str]], *, zeros: bool
 ) -> list[dict[str, Any]]:
-    """Whole rows (key, then every counter: 0 where the change adds nothing), in key order."""
-    keys = [column.key for column in table.primary_key.columns]
-    zeros = dict.fromkeys((c.key for c in table.columns if not c.primary_key), 0)
-    rows = []
+    """The counter rows, in key order: each its key and the amounts added, and with `zeros` every
+    other counter as 0 (whole rows, for a statement that names every column)."""
+    names = _key_names(table)
+    base = _zero_counters(table) if zeros else {}
     # Primary key values are never NULL, and each column's are of one type: tuples compare.
-    for key, amounts in sorted(by_key.items()):
-        row: dict[str, Any] = dict(zip(keys, key, strict=True))
-        row.update(zeros)
-        row.update(_amounts(table, amounts))
-        rows.append(row)
-    return rows
+    return [
+        dict(zip(names, key, strict=True)) | base | _amounts(table, amounts)
+        for key, amounts in sorted(by_key.items())
+    ]
+
+
+@cache
+def _zero_counters(table: Table) -> dict[str, int]:
+    return dict.fromkeys((c.key for c in table.columns if not c.primary_key), 0)
 
 
 @cache
 def _upsert_statement(table: Table) -> TextClause:
     """INSERT ... ON CONFLICT DO UPDATE adding every counter (one row's text: an executemany)."""
-    keys = [column.key for column in table.primary_key.columns]
+    keys = _key_names(table)
     counters = [column.key for column in table.columns if column.key not in keys]
     names = [*keys, *counters]
     sums = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in counters)
