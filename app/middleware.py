@@ -1,5 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware on the hot path): request and correlation ids,
-security headers, header and body size limits, the access log and the request metrics."""
+security headers, header and body size limits, the access log, the request metrics, and closing
+the request's database sessions."""
 
 import logging
 import re
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError, HeadersTooLarge, PayloadTooLarge
+from app.db.session import REQUEST_SESSIONS, close_request_sessions
 from app.logging import RequestIds, bind_request, reset_request
 from app.routers.errors import render_error, unhandled_error_handler
 from app.services import metrics
@@ -42,8 +44,9 @@ class RequestContextMiddleware:
     """Echo X-Request-Id and X-Correlation-Id (generating a correlation id when none is sent)
     and make both visible to logging; add security headers to every response; refuse request
     headers over the configured size with 431 and bodies with 413; render an unhandled error
-    as a 500 that carries the same headers; write one access log line and one latency
-    observation per request."""
+    as a 500 that carries the same headers; close the database sessions the request opened
+    (app/db/session.py `get_session`) once it is answered; write one access log line and one
+    latency observation per request."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
         self.app = app
@@ -89,11 +92,15 @@ class RequestContextMiddleware:
                 correlation_id=correlation_id.decode(),
             )
         )
+        scope[REQUEST_SESSIONS] = []
         try:
             await self._limited(scope, receive, send_with_headers, headers)
         finally:
-            self._record(scope, status, time.perf_counter() - began)
-            reset_request(token)
+            try:
+                await close_request_sessions(scope)
+            finally:
+                self._record(scope, status, time.perf_counter() - began)
+                reset_request(token)
 
     async def _limited(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]

@@ -2,6 +2,7 @@
 single statements run outside any transaction (autocommit on PostgreSQL): the rate limit's
 count, the inbox page's read and the audit of that read."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,8 +14,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, create_engine
 from sqlmodel import select as sqlmodel_select
+from starlette.requests import Request
 
-from app.db.session import execute_committed, execute_read, make_engine, request_session
+from app.db import session as db_session
+from app.db.session import (
+    REQUEST_SESSIONS,
+    RequestSession,
+    close_request_sessions,
+    execute_committed,
+    execute_read,
+    get_session,
+    make_engine,
+    request_session,
+)
 from app.models.organisation import Organisation
 from app.models.rate_limit import RateLimitCounter
 
@@ -195,3 +207,58 @@ def test_a_connection_the_server_dropped_is_replaced_at_checkout_without_a_ping(
 
     assert again[0] != row[0]
     assert statements == ["SELECT pg_backend_pid()"]
+
+
+# ---- the request's sessions: opened by get_session, closed by the middleware ----------------------
+
+
+def _request(scope_extra: dict[str, Any]) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": [], **scope_extra})
+
+
+def test_sessions_beyond_the_limit_wait_for_one_to_be_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most SESSION_LIMIT sessions at once in a worker: the next request waits (on the event
+    loop, holding no thread) until a request's sessions are closed, then gets its own."""
+    monkeypatch.setattr(db_session, "SESSION_LIMIT", 2)
+
+    async def scenario() -> list[str]:
+        scopes: list[dict[str, Any]] = [{REQUEST_SESSIONS: []} for _ in range(3)]
+        first = await get_session(_request(scopes[0]))
+        second = await get_session(_request(scopes[1]))
+        third = asyncio.ensure_future(get_session(_request(scopes[2])))
+        await asyncio.sleep(0.05)
+        seen = [f"waiting={not third.done()}"]
+        await close_request_sessions(scopes[0])
+        opened = await asyncio.wait_for(third, timeout=5)
+        seen += [f"opened={opened is not first and opened is not second}"]
+        for scope in scopes[1:]:
+            await close_request_sessions(scope)
+        return seen
+
+    assert asyncio.run(scenario()) == ["waiting=True", "opened=True"]
+
+
+def test_a_request_session_is_closed_and_its_connection_returned(pooled: Engine) -> None:
+    """The middleware's close hands the connection back to the pool (rolled back if the request
+    left a transaction open) and forgets the session."""
+    scope: dict[str, Any] = {REQUEST_SESSIONS: []}
+
+    async def scenario() -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(db_session, "engine", pooled)
+            session = await get_session(_request(scope))
+        assert isinstance(session, RequestSession)
+        session.execute(select(1))  # autobegins: the connection is inside a transaction
+        assert session.in_database_transaction()
+        await close_request_sessions(scope)
+
+    asyncio.run(scenario())
+    assert REQUEST_SESSIONS not in scope
+    assert pooled.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_get_session_refuses_a_request_no_middleware_will_close() -> None:
+    with pytest.raises(RuntimeError, match="RequestContextMiddleware"):
+        asyncio.run(get_session(_request({})))

@@ -1,5 +1,6 @@
 """The request middleware: header size limit (431), security headers on every kind of response
-(errors, 404, 429, 431, 500 included), and one access log line per request."""
+(errors, 404, 429, 431, 500 included), one access log line per request, and the request's
+database sessions closed once it is answered."""
 
 import logging
 from collections.abc import Callable
@@ -7,11 +8,17 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
 
 from app.core.config import settings
+from app.db import session as db_session
+from app.db.session import SessionDep
 from app.fhir import service_request as service_request_fhir
+from app.middleware import RequestContextMiddleware
 from app.models.enums import Role
 from app.routers import deps
 from app.services import organisations as organisation_service
@@ -209,3 +216,33 @@ def test_service_request_mapper_failure_is_logged_once(
     errors = [r for r in caplog.records if r.name == "pharmref.errors"]
     assert len(errors) == 1
     assert errors[0].exc_info is not None
+
+
+def test_the_sessions_a_request_opened_are_closed_once_it_is_answered(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real `get_session` (no test override): the request's session, left inside a
+    transaction by its route, is closed by the middleware and its connection is back in the pool
+    (rolled back), whether the route answered or failed."""
+    pooled = create_engine(engine.url.render_as_string(hide_password=False))
+    monkeypatch.setattr(db_session, "engine", pooled)
+    inner = FastAPI()
+
+    @inner.get("/read")
+    def read(session: SessionDep) -> dict[str, int]:
+        return {"one": session.execute(select(1)).scalar_one()}
+
+    @inner.get("/fail")
+    def fail(session: SessionDep) -> None:
+        session.execute(select(1))
+        raise RuntimeError("route failed")
+
+    wrapped = RequestContextMiddleware(inner, max_body_bytes=1000, max_header_bytes=8000)
+    try:
+        with TestClient(wrapped, raise_server_exceptions=False) as test_client:
+            assert test_client.get("/read").json() == {"one": 1}
+            assert pooled.pool.checkedout() == 0  # type: ignore[attr-defined]
+            assert test_client.get("/fail").status_code == 500
+            assert pooled.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        pooled.dispose()

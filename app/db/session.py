@@ -16,15 +16,17 @@ any connection invalidates the whole pool, so the first requests after an outage
 connections instead of failing on stale ones.
 """
 
+import asyncio
 import logging
 import select
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends
+from anyio.lowlevel import RunVar
+from fastapi import Depends, Request
 from psycopg.pq import ConnStatus
 from sqlalchemy import Executable, Result, event
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
@@ -275,30 +277,66 @@ def request_session(bind: Engine) -> RequestSession:
     return RequestSession(bind, expire_on_commit=False)
 
 
-async def get_session() -> AsyncIterator[Session]:
-    """A session for the request. Opening one does no I/O (it takes a connection at its first
-    statement), so it is made on the event loop rather than through a worker thread; closing it
-    goes to a thread only when its connection is inside a transaction (a read that never
-    committed, or a failed request), since returning that connection to the pool rolls it back.
-    An idle connection goes back without a round trip."""
-    session = request_session(engine)
-    try:
-        yield session
-    finally:
-        if session.in_database_transaction() or session.has_pending_first_statement:
-            # Its own limiter, as FastAPI does for a sync dependency's exit: a close must never
-            # wait for a worker thread held by a request that is waiting for this connection.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
-        else:
-            session.close()
-
-
-# At most one session per pooled connection in each process. FastAPI validates a sync route's
-# response in a worker thread after the route returns, while its session (and, after a read,
-# the connection) is still open. With more sessions than connections, a burst left every worker
-# thread waiting for a connection held by a request waiting for a thread, until the pool timeout
-# turned them all into 503s. Requests beyond the limit wait here without holding a thread.
+# At most one session per pooled connection in each worker process (each has one event loop).
+# FastAPI validates a sync route's response in a worker thread after the route returns, while its
+# session (and, after a read, the connection) is still open. With more sessions than connections,
+# a burst left every worker thread waiting for a connection held by a request waiting for a
+# thread, until the pool timeout turned them all into 503s. Requests beyond the limit wait here,
+# on the event loop, without holding a thread.
 SESSION_LIMIT = settings.db_pool_size + settings.db_max_overflow
+_session_slots: RunVar[asyncio.Semaphore] = RunVar("pharmref_session_slots")
+# Where a request's open sessions are kept until RequestContextMiddleware closes them.
+REQUEST_SESSIONS = "pharmref.sessions"
 
-SessionDep = Annotated[Session, Depends(get_session, max_concurrency=SESSION_LIMIT)]
+
+def _slots() -> asyncio.Semaphore:
+    try:
+        return _session_slots.get()
+    except LookupError:
+        slots = asyncio.Semaphore(SESSION_LIMIT)
+        _session_slots.set(slots)
+        return slots
+
+
+async def get_session(request: Request) -> Session:
+    """A session for the request, closed by `close_request_sessions` once the response is sent
+    (RequestContextMiddleware). Opening one does no I/O (it takes a connection at its first
+    statement), so it is made on the event loop.
+
+    A plain dependency rather than a `yield` one: FastAPI runs a generator dependency inside
+    context managers, cancel scopes and a semaphore of its own, which cost a JSON referral about
+    4 % of its instructions (`bench/profile_intake.py` under cachegrind)."""
+    sessions = request.scope.get(REQUEST_SESSIONS)
+    if sessions is None:
+        raise RuntimeError("get_session needs RequestContextMiddleware, which closes the session")
+    slots = _slots()
+    await slots.acquire()
+    try:
+        session = request_session(engine)
+    except BaseException:
+        slots.release()
+        raise
+    sessions.append((session, slots))
+    return session
+
+
+async def close_request_sessions(scope: MutableMapping[str, Any]) -> None:
+    """Close the sessions a request opened and give back their slots. Closing goes to a worker
+    thread only when a session's connection is inside a transaction (a read that never committed,
+    or a failed request), since returning that connection to the pool rolls it back, or when its
+    first statement is still pending (the rate limit's count); an idle connection goes back
+    without a round trip."""
+    for session, slots in scope.pop(REQUEST_SESSIONS, ()):
+        try:
+            if session.in_database_transaction() or session.has_pending_first_statement:
+                # Its own limiter: a close must never wait for a worker thread held by a
+                # request that is waiting for this connection.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+            else:
+                session.close()
+        finally:
+            slots.release()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]

@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from app.core.errors import AppError
+from app.db import session as db_session
 from app.db.base import utc_now
-from app.db.session import get_session, make_engine, request_session
+from app.db.session import make_engine
 from app.main import app
 from app.models.delivery import OutboxMessage
 from app.models.enums import ReferralStatus, Role
@@ -113,25 +114,20 @@ BP_REFERRAL = Path(__file__).resolve().parents[2] / "app" / "fhir" / "example_bp
 
 
 @pytest.fixture
-def live_client(engine: Engine) -> Iterator[TestClient]:
+def live_client(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The app with its own engine set-up (pool, thread limit and session limit as configured)
-    against the test database: every request has its own session and pooled connection and
-    commits for real; requests beyond the pool queue for a session, as in a real worker."""
+    against the test database, through the real `get_session`: every request has its own session
+    and pooled connection and commits for real; requests beyond the pool queue for a session, as
+    in a real worker."""
     if engine.dialect.name != "postgresql":
         pytest.skip("needs PostgreSQL: SQLite admits one writer at a time")
     app_engine = make_engine(engine.url.render_as_string(hide_password=False))
-
-    def sessions() -> Iterator[Session]:
-        with request_session(app_engine) as session:
-            yield session
-
+    monkeypatch.setattr(db_session, "engine", app_engine)
     started = utc_now()
-    app.dependency_overrides[get_session] = sessions
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             yield client
     finally:
-        app.dependency_overrides.clear()
         app_engine.dispose()
         delete_referrals_since(engine, started)
 
@@ -218,9 +214,11 @@ def test_parallel_bars_messages_with_one_request_id_make_one_referral(
 @pytest.mark.postgres_only
 def test_a_burst_of_reads_larger_than_the_pool_is_served(live_client: TestClient) -> None:
     """Reads keep their connection until the response is rendered (in a worker thread): more
-    requests than connections must queue for a session, not starve each other into 503s."""
+    requests than connections must queue for a session, not starve each other into 503s. Once
+    answered, every request's session is closed and its connection back in the pool."""
     headers = auth(Role.PHARMACY, "FA001")
 
     responses = _all_at_once(lambda: live_client.get("/api/v1/referrals?limit=5", headers=headers))
 
     assert [r.status_code for r in responses] == [200] * PARALLEL
+    assert db_session.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
