@@ -262,3 +262,31 @@ def test_a_request_session_is_closed_and_its_connection_returned(pooled: Engine)
 def test_get_session_refuses_a_request_no_middleware_will_close() -> None:
     with pytest.raises(RuntimeError, match="RequestContextMiddleware"):
         asyncio.run(get_session(_request({})))
+
+
+def test_a_failing_close_still_closes_the_other_sessions_and_frees_every_slot(
+    pooled: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_session, "engine", pooled)
+    monkeypatch.setattr(db_session, "SESSION_LIMIT", 2)
+    scope: dict[str, Any] = {REQUEST_SESSIONS: []}
+
+    async def scenario() -> list[str]:
+        broken = await get_session(_request(scope))
+        other = await get_session(_request(scope))
+        other.execute(select(1))  # holds a connection, inside a transaction
+        monkeypatch.setattr(broken, "close", _raise_closing_failed)
+        with pytest.raises(RuntimeError, match="closing failed"):
+            await close_request_sessions(scope)
+        # Both slots are free again: two more sessions open at once without waiting.
+        again: dict[str, Any] = {REQUEST_SESSIONS: []}
+        await asyncio.wait_for(get_session(_request(again)), timeout=1)
+        await asyncio.wait_for(get_session(_request(again)), timeout=1)
+        await close_request_sessions(again)
+        return [f"checked out={pooled.pool.checkedout()}"]  # type: ignore[attr-defined]
+
+    assert asyncio.run(scenario()) == ["checked out=0"]
+
+
+def _raise_closing_failed() -> None:
+    raise RuntimeError("closing failed")

@@ -305,7 +305,7 @@ async def get_session(request: Request) -> Session:
 
     A plain dependency rather than a `yield` one: FastAPI runs a generator dependency inside
     context managers, cancel scopes and a semaphore of its own, which cost a JSON referral about
-    4 % of its instructions (`bench/profile_intake.py` under cachegrind)."""
+    2 % of its instructions (`bench/profile_intake.py` under cachegrind)."""
     sessions = request.scope.get(REQUEST_SESSIONS)
     if sessions is None:
         raise RuntimeError("get_session needs RequestContextMiddleware, which closes the session")
@@ -326,17 +326,26 @@ async def close_request_sessions(scope: MutableMapping[str, Any]) -> None:
     or a failed request), since returning that connection to the pool rolls it back, or when its
     first statement is still pending (the rate limit's count); an idle connection goes back
     without a round trip."""
+    failed: BaseException | None = None
     for session, slots in scope.pop(REQUEST_SESSIONS, ()):
         try:
-            if session.in_database_transaction() or session.has_pending_first_statement:
-                # Its own limiter: a close must never wait for a worker thread held by a
-                # request that is waiting for this connection.
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
-            else:
-                session.close()
+            await _close(session)
+        except BaseException as exc:  # the other sessions are still closed, then it is raised
+            failed = failed or exc
         finally:
             slots.release()
+    if failed is not None:
+        raise failed
+
+
+async def _close(session: RequestSession) -> None:
+    if session.in_database_transaction() or session.has_pending_first_statement:
+        # Its own limiter: a close must never wait for a worker thread held by a request that is
+        # waiting for this connection.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+    else:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
