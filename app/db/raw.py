@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import ExecStatus
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy import Table, TypeDecorator
 from sqlalchemy.dialects import postgresql
@@ -39,6 +40,7 @@ from app.db.session import (
 
 _POSTGRESQL = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 _Model = TypeVar("_Model", bound=SQLModel)
+TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 class Statement:
@@ -108,7 +110,11 @@ def _execute(
     values = {**constants, **parameters}
     try:
         cursor = driver.execute(sql, values)
-        return cursor.fetchall() if cursor.description is not None else []
+        # Whether it returned rows, decided as psycopg's `cursor.description` decides it, which
+        # would also build an object for each of the result's columns (40 for a referral).
+        result = cursor.pgresult
+        returned_rows = result is not None and (result.nfields or result.status == TUPLES_OK)
+        return cursor.fetchall() if returned_rows else []
     except psycopg.Error as exc:
         dead = connection.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
         if dead:
