@@ -27,7 +27,8 @@ Mapping (BaRS element -> referral field):
 | MedicationStatement (DMS referrals)               | discharge medicines; Encounter.period.end = discharge |
 """
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -36,7 +37,7 @@ from pydantic import ValidationError
 
 from app.core.errors import BadRequest, Issue, NotSupported, ValidationFailed
 from app.fhir import systems
-from app.fhir.raw_checks import check_raw_resource
+from app.fhir.raw_checks import scan_raw_resource
 from app.fhir.resources import Bundle, get_fhir_model_class
 from app.models.enums import ContraceptiveType, Pathway, Service, Sex
 from app.models.intake import NewReferral
@@ -194,9 +195,9 @@ def parse_message(raw: Any, *, supported_versions: list[str]) -> BarsMessage:
             "The body must be a FHIR Bundle.",
             issues=[Issue("structure", "Expected a Bundle resource.", "Bundle")],
         )
-    raw_issues = check_raw_resource(raw, expression="Bundle")
-    if raw_issues:
-        raise ValidationFailed("The Bundle is not valid FHIR JSON.", issues=raw_issues)
+    scan = scan_raw_resource(raw, expression="Bundle", coding_system=systems.SNOMED)
+    if scan.issues:
+        raise ValidationFailed("The Bundle is not valid FHIR JSON.", issues=scan.issues)
     model_issues = _model_issues(raw)
     if model_issues:
         raise ValidationFailed("The Bundle does not conform to FHIR R4.", issues=model_issues)
@@ -286,52 +287,35 @@ def parse_message(raw: Any, *, supported_versions: list[str]) -> BarsMessage:
             "ServiceRequest.status is not a FHIR request-status code.",
             issues=[Issue("code-invalid", "Unknown status code.", message.path(focus, "status"))],
         )
-    message.warnings.extend(_snomed_warnings(message))
+    message.warnings.extend(_snomed_warnings(message, scan.codings))
     return message
 
 
-def _bad_snomed_codings(value: Any, path: list[str | int]) -> Iterator[list[str | int]]:
-    """The paths (keys and list indexes below `value`) of SNOMED codings whose code fails its
-    check digit; `path` is extended and restored as the walk goes (a path is built only for the
-    codes it finds)."""
-    if isinstance(value, dict):
-        code = value.get("code")
-        if (
-            value.get("system") == systems.SNOMED
-            and isinstance(code, str)
-            and not snomed_code_is_valid(code)
-        ):
-            yield list(path)
-        children: Iterable[tuple[str | int, Any]] = value.items()
-    elif isinstance(value, list):
-        children = enumerate(value)
-    else:
-        return
-    for key, child in children:
-        if isinstance(child, dict | list):
-            path.append(key)
-            yield from _bad_snomed_codings(child, path)
-            path.pop()
+# An object's place below one of the message's resources: the entry and the resource's element.
+_IN_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]\.resource(?:\.([^.\[]+))?")
 
 
-def _snomed_warnings(message: BarsMessage) -> list[Issue]:
-    """Bad SNOMED check digits in elements pharmref does not interpret become warnings."""
+def _snomed_warnings(message: BarsMessage, codings: list[tuple[str, str]]) -> list[Issue]:
+    """Bad SNOMED check digits in elements pharmref does not interpret become warnings.
+    `codings`: the SNOMED (expression, code) pairs the raw-JSON walk found, in document order."""
     warnings = []
-    for index, entry in enumerate(message.raw["entry"]):
-        resource = entry["resource"]
-        kind = resource["resourceType"]
-        for path in _bad_snomed_codings(resource, []):
-            if path and f"{kind}.{path[0]}" in INTERPRETED_CODES:
-                continue  # reported as an error where the code is interpreted
-            below = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
-            warnings.append(
-                Issue(
-                    "code-invalid",
-                    "SNOMED CT code fails its check digit; ignored because pharmref does not depend on it.",
-                    f"{message.path(index)}{below}.code",
-                    severity="warning",
-                )
+    for expression, code in codings:
+        if snomed_code_is_valid(code):
+            continue
+        where = _IN_ENTRY.match(expression)
+        if where is None:
+            continue  # the Bundle's own elements, not a resource's
+        kind = message.resource(int(where[1]))["resourceType"]
+        if where[2] is not None and f"{kind}.{where[2]}" in INTERPRETED_CODES:
+            continue  # reported as an error where the code is interpreted
+        warnings.append(
+            Issue(
+                "code-invalid",
+                "SNOMED CT code fails its check digit; ignored because pharmref does not depend on it.",
+                f"{expression}.code",
+                severity="warning",
             )
+        )
     return warnings
 
 

@@ -70,12 +70,27 @@ class _Element(NamedTuple):
     sibling: str | None  # `_given` for `given` and back: the array aligned with this one
 
 
+class RawScan(NamedTuple):
+    issues: list[Issue]  # none: no JSON-level defect was found
+    codings: list[tuple[str, str]]  # (expression, code) of the objects of the system asked for
+
+
 def check_raw_resource(data: object, *, expression: str = "Bundle") -> list[Issue]:
     """Report JSON-level defects in a parsed FHIR resource; an empty list means none were found."""
-    walker = _Walker()
+    return scan_raw_resource(data, expression=expression).issues
+
+
+def scan_raw_resource(
+    data: object, *, expression: str = "Bundle", coding_system: str | None = None
+) -> RawScan:
+    """`check_raw_resource`, and on the same walk the objects that carry `system` ==
+    `coding_system` and a string `code` (codings, and anything shaped like one), in document
+    order, for checks of their codes that would otherwise walk the resource again. Only elements
+    the model knows are walked: an unknown element fails model validation anyway."""
+    walker = _Walker(coding_system)
     with contextlib.suppress(_IssueLimitReached):
         walker.check(_RESOURCE, None, data, expression, 1)
-    return walker.issues
+    return RawScan(walker.issues, walker.codings)
 
 
 class _IssueLimitReached(Exception):
@@ -83,11 +98,13 @@ class _IssueLimitReached(Exception):
 
 
 class _Walker:
-    __slots__ = ("depth_reported", "issues")
+    __slots__ = ("coding_system", "codings", "depth_reported", "issues")
 
-    def __init__(self) -> None:
+    def __init__(self, coding_system: str | None = None) -> None:
         self.issues: list[Issue] = []
         self.depth_reported = False
+        self.coding_system = coding_system
+        self.codings: list[tuple[str, str]] = []
 
     def report(self, code: str, diagnostics: str, expression: str) -> None:
         if len(self.issues) == MAX_ISSUES:
@@ -145,6 +162,10 @@ class _Walker:
         return None
 
     def walk(self, obj: dict[Any, Any], model: type[BaseModel], path: str, depth: int) -> None:
+        if self.coding_system is not None and obj.get("system") == self.coding_system:
+            code = obj.get("code")
+            if type(code) is str:
+                self.codings.append((path, code))
         elements = _elements(model)
         for key, value in obj.items():
             element = elements.get(key)

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core.errors import Issue
-from app.fhir.raw_checks import MAX_DEPTH, MAX_ISSUES, _elements, check_raw_resource
+from app.fhir.raw_checks import (
+    MAX_DEPTH,
+    MAX_ISSUES,
+    _elements,
+    check_raw_resource,
+    scan_raw_resource,
+)
 from app.fhir.resources import get_fhir_model_class
 from tests.helpers import EXAMPLES as EXAMPLES_ROOT
 
@@ -418,3 +424,54 @@ def test_nul_character_in_a_string_is_reported_without_the_value() -> None:
         ("value", "NUL characters are not allowed in FHIR strings"),
     ]
     assert all("Jo" not in i.diagnostics for i in found)
+
+
+# ---- the SNOMED codings found on the same walk (app/fhir/bars.py's check-digit warnings) -------
+
+SNOMED = "http://snomed.info/sct"
+
+
+def every_coding(value: Any, expression: str) -> Iterator[tuple[str, str]]:
+    """The oracle: every object below `value` with the SNOMED system and a string code, found by
+    walking all of the JSON (known elements or not), in document order."""
+    if isinstance(value, dict):
+        if value.get("system") == SNOMED and isinstance(value.get("code"), str):
+            yield expression, value["code"]
+        for key, child in value.items():
+            yield from every_coding(child, f"{expression}.{key}")
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from every_coding(child, f"{expression}[{index}]")
+
+
+def with_bad_codes(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The ABPM example with SNOMED codings added where a scan could miss them: an extension's
+    valueCoding, a contained resource, an Observation component and a Quantity's code."""
+    bad = {"system": SNOMED, "code": "123456780"}
+    observation = resource(bundle, OBSERVATION, "Observation")
+    observation["component"] = [{"code": {"coding": [dict(bad)]}, "valueQuantity": {**bad}}]
+    patient_ = resource(bundle, PATIENT, "Patient")
+    patient_["extension"] = [{"url": "https://example.org/x", "valueCoding": dict(bad)}]
+    service_request = resource(bundle, SERVICE_REQUEST, "ServiceRequest")
+    service_request["contained"] = [
+        {"resourceType": "Condition", "id": "c1", "code": {"coding": [dict(bad)]}, "subject": {}}
+    ]
+    service_request["contained"][0]["subject"] = {"reference": "Patient/x"}
+    return bundle
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [*(load(path) for path in EXAMPLES), with_bad_codes(load())],
+    ids=[*(path.name[:8] for path in EXAMPLES), "bad-codes-everywhere"],
+)
+def test_the_walk_finds_every_snomed_coding_a_whole_tree_walk_finds(bundle: dict[str, Any]) -> None:
+    scan = scan_raw_resource(bundle, expression="Bundle", coding_system=SNOMED)
+
+    assert scan.issues == []
+    assert scan.codings == list(every_coding(bundle, "Bundle"))
+    assert scan.codings  # the examples carry SNOMED codes: the comparison is not vacuous
+
+
+def test_the_walk_collects_no_codings_unless_asked() -> None:
+    assert scan_raw_resource(load()).codings == []
