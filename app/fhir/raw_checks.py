@@ -49,6 +49,8 @@ _EXPECTED = {
     _COMPLEX: "expected a JSON object",
     _RESOURCE: "expected a JSON object",
 }
+# The one JSON type of a primitive's value (decimal takes two, and is checked in full).
+_PRIMITIVE_TYPE: dict[int, type] = {_STRING: str, _BOOLEAN: bool, _INTEGER: int}
 _NULL = "null is not allowed; omit the element"
 _EMPTY_OBJECT = "empty object is not allowed; omit the element"
 _NUL_CHARACTER = "NUL characters are not allowed in FHIR strings"
@@ -177,6 +179,10 @@ class _Walker:
             elif not is_list:
                 if type(value) is list:
                     self.report("value", _EXPECTED_SINGLE, f"{path}.{key}")
+                elif type(value) is _PRIMITIVE_TYPE.get(kind) and (
+                    not isinstance(value, str) or "\x00" not in value
+                ):
+                    continue  # the common case, a well-typed primitive: no path, no call
                 else:
                     self.check(kind, target, value, f"{path}.{key}", depth + 1)
             elif type(value) is not list:
