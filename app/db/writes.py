@@ -370,15 +370,21 @@ def _count_rows(
 
 
 @cache
+def _counter_names(table: Table) -> tuple[str, ...]:
+    """Every column outside the primary key: the counters, in table order."""
+    return tuple(c.key for c in table.columns if not c.primary_key)
+
+
+@cache
 def _zero_counters(table: Table) -> dict[str, int]:
-    return dict.fromkeys((c.key for c in table.columns if not c.primary_key), 0)
+    return dict.fromkeys(_counter_names(table), 0)
 
 
 @cache
 def _upsert_statement(table: Table) -> TextClause:
     """INSERT ... ON CONFLICT DO UPDATE adding every counter (one row's text: an executemany)."""
     keys = _key_names(table)
-    counters = [column.key for column in table.columns if column.key not in keys]
+    counters = _counter_names(table)
     names = [*keys, *counters]
     sums = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in counters)
     return text(
