@@ -449,14 +449,18 @@ def with_bad_codes(bundle: dict[str, Any]) -> dict[str, Any]:
     valueCoding, a contained resource, an Observation component and a Quantity's code."""
     bad = {"system": SNOMED, "code": "123456780"}
     observation = resource(bundle, OBSERVATION, "Observation")
-    observation["component"] = [{"code": {"coding": [dict(bad)]}, "valueQuantity": {**bad}}]
+    observation["component"] = [{"code": {"coding": [dict(bad)]}, "valueQuantity": dict(bad)}]
     patient_ = resource(bundle, PATIENT, "Patient")
     patient_["extension"] = [{"url": "https://example.org/x", "valueCoding": dict(bad)}]
     service_request = resource(bundle, SERVICE_REQUEST, "ServiceRequest")
     service_request["contained"] = [
-        {"resourceType": "Condition", "id": "c1", "code": {"coding": [dict(bad)]}, "subject": {}}
+        {
+            "resourceType": "Condition",
+            "id": "c1",
+            "code": {"coding": [dict(bad)]},
+            "subject": {"reference": "Patient/x"},
+        }
     ]
-    service_request["contained"][0]["subject"] = {"reference": "Patient/x"}
     return bundle
 
 
