@@ -40,7 +40,7 @@ from app.db.session import (
 
 _POSTGRESQL = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 _Model = TypeVar("_Model", bound=SQLModel)
-TUPLES_OK = ExecStatus.TUPLES_OK
+_TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 class Statement:
@@ -113,7 +113,7 @@ def _execute(
         # Whether it returned rows, decided as psycopg's `cursor.description` decides it, which
         # would also build an object for each of the result's columns (40 for a referral).
         result = cursor.pgresult
-        returned_rows = result is not None and (result.nfields or result.status == TUPLES_OK)
+        returned_rows = result is not None and (result.nfields or result.status == _TUPLES_OK)
         return cursor.fetchall() if returned_rows else []
     except psycopg.Error as exc:
         dead = connection.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
